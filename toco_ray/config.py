@@ -1,0 +1,386 @@
+"""Typed configuration: the single source of every ToCo hyper-parameter.
+
+Every field carries a one-line comment with its meaning and source ("paper" = the CVPR 2023 text,
+"ref" = the authors' reference implementation, "SPEC" = ``shared/SPEC.md`` where we deliberately differ).
+
+The config flattens to dotted keys (``loss.w_ptc``), which is what Ray Tune's ``param_space`` and MLflow's
+params take, and is rebuilt from them with strict checking: an unknown key or a wrongly typed value raises
+:class:`ConfigError` naming the key.
+
+Example:
+    >>> cfg = build_config("synthetic", {"loss.w_ptc": 0.3})
+    >>> cfg.loss.w_ptc
+    0.3
+    >>> flatten(cfg)["cam.high_thre"]
+    0.7
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "deit_base_patch16_224"  # any timm ViT name; paper: deit_base (ViT-B), vit_base (ViT-B†)
+    pretrained: bool = True  # load timm hub weights (ignored when pretrained_path is set)
+    pretrained_path: str = ""  # local weight file (.pth/.safetensors/.npz) instead of the hub
+    depth: int = 0  # override the backbone's number of blocks (0 = timm default); tiny test models only
+    embed_dim: int = 0  # override the embedding width D (0 = timm default)
+    num_heads: int = 0  # override the attention heads (0 = timm default)
+    patch_size: int = 0  # override the patch size (0 = timm default, 16 for the paper backbones)
+    aux_layer: int = -3  # block whose raw output feeds the aux classifier; paper/ref: 10th of 12 (Table 5a)
+    freeze_pos_embed: bool = True  # ref: pos_embed is not trained
+    num_classes: int = 20  # foreground classes C (background is not a classifier output); VOC 20, COCO 80
+    decoder_channels: int = 512  # LargeFOV decoder width (ref)
+    decoder_dilation: int = 5  # LargeFOV 3x3 conv dilation (paper §4.4)
+    proj_hidden_dim: int = 2048  # CTC projection head hidden width (ref, DINO-style head)
+    proj_bottleneck_dim: int = 256  # CTC head bottleneck before L2 normalisation (ref)
+    proj_out_dim: int = 1024  # CTC head output dim after the weight-normalised layer (ref)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "voc"  # voc | coco | synthetic
+    root: str = ""  # dataset root; empty = embedded synthetic default (generated once into the cache)
+    train_split: str = "train_aug"  # split list used for training (VOC train_aug = 10582 images)
+    val_split: str = "val"  # split list for in-training evaluation (COCO: val_part = first 5000 of val)
+    crop_size: int = 448  # global crop side in pixels (paper)
+    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescale range (ref)
+    color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # brightness/contrast/sat/hue (ref)
+    color_jitter_p: float = 0.8  # probability of colour jitter (ref, DINO)
+    grayscale_p: float = 0.2  # probability of greyscale (ref, DINO)
+    blur_p: float = 0.5  # probability of Gaussian blur on the main view (ref, DINO: 1.0/0.1 per view)
+    global_crop_scale: tuple[float, float] = (0.4, 1.0)  # RandomResizedCrop scale of the 2nd global view (ref)
+    val_size: int = 448  # in-training eval: images resized to this side (SPEC §8)
+    val_limit: int = 0  # evaluate only the first N val images (0 = all; COCO val_part uses 5000)
+    num_workers: int = 2  # DataLoader worker processes per training worker
+    num_train: int = 0  # synthetic only: training images to generate (0 = generator default)
+    num_val: int = 0  # synthetic only: validation images to generate (0 = generator default)
+    seed: int = 0  # synthetic only: generator seed
+
+
+@dataclass
+class CAMConfig:
+    scales: tuple[float, ...] = (1.0, 0.5, 1.5)  # multi-scale CAM for training labels (ref)
+    high_thre: float = 0.7  # β_h: tokens above are confident foreground (paper; COCO 0.65)
+    low_thre: float = 0.25  # β_l: tokens at or below are confident background (paper)
+    bkg_high: float = 0.7  # constant background score of the "high" seg pseudo-label pass (ref)
+    bkg_low: float = 0.25  # constant background score of the "low" seg pseudo-label pass (ref)
+    eval_bkg: float = 0.5  # background score for CAM mIoU in evaluation (SPEC §8)
+
+
+@dataclass
+class PARConfig:
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 12, 24)  # 8-neighbourhood dilations, 48 neighbours (ref)
+    num_iter: int = 10  # propagation iterations (ref)
+    temperature: float = 0.3  # affinity temperature for colour and position (ref w1 = 0.3)
+    pos_weight: float = 0.01  # weight of the positional affinity (ref w2 = 0.01)
+    scale: float = 0.5  # PAR runs on the image at this scale (ref: half resolution)
+
+
+@dataclass
+class CTCConfig:
+    local_crop_size: int = 96  # local crop side (paper; Table 5b sweeps 64/80/96/112)
+    n_local_crops: int = 8  # local crops per image (ref)
+    temperature: float = 0.5  # τ in Eq. 4 (paper; COCO 1.0)
+    ema_momentum: float = 0.9  # ρ of the teacher head EMA (paper; Table 5c sweeps 0/0.1/0.9/0.99)
+    neg_thre: float = 0.2  # a crop whose mean ROI is at most this is a negative (ref)
+    form: str = "reference"  # reference (with the log(1+n) term) | paper (Eq. 4 alone); SPEC §4
+
+
+@dataclass
+class LossConfig:
+    w_cls: float = 1.0  # final classification loss weight (paper Eq. 5); 0 switches it off
+    w_cls_aux: float = 1.0  # auxiliary classification loss weight (paper Eq. 5); 0 = off (Table 4)
+    w_ptc: float = 0.2  # λ1, PTC (paper); 0 = off
+    w_ctc: float = 0.5  # λ2, CTC (paper); 0 = off
+    w_seg: float = 0.1  # λ3, segmentation (paper); 0 = off
+    w_reg: float = 0.05  # dense-energy regulariser (ref); 0 = off
+    reg_scale: float = 0.5  # the energy loss runs at this image scale (ref)
+    reg_sigma_xy: float = 100.0  # Gaussian kernel spatial sigma, multiplied by reg_scale (ref: 100·0.5)
+    reg_sigma_rgb: float = 15.0  # Gaussian kernel colour sigma (ref)
+    reg_weight: float = 1e-7  # internal weight of the energy (ref)
+
+
+@dataclass
+class ScheduleConfig:
+    max_iters: int = 20000  # total iterations (paper VOC 20k, COCO 80k)
+    seg_start_iter: int = 2000  # seg + reg losses switch on here (ref VOC 2000, COCO 8000)
+    contrast_start_iter: int = 0  # PTC + CTC switch on here (ref VOC 0, COCO 12000)
+    aux_seg_label_until: int = 0  # seg pseudo labels come from the aux CAM before this (ref COCO 12000)
+    eval_every: int = 2000  # evaluate and checkpoint every N iterations (ref)
+    log_every: int = 100  # console/metrics logging period
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 6e-5  # backbone base learning rate (paper)
+    head_lr_mult: float = 10.0  # classifiers, projection head and decoder use lr × this (ref)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas (ref)
+    weight_decay: float = 0.01  # AdamW weight decay on all parameters (ref)
+    warmup_iters: int = 1500  # linear warm-up length (paper)
+    warmup_ratio: float = 1e-6  # warm-up starts at lr × this (paper)
+    power: float = 0.9  # poly decay power (paper)
+
+
+@dataclass
+class TrainConfig:
+    global_batch: int = 4  # images per iteration over all workers (paper VOC 4, COCO 8)
+    seed: int = 0  # base seed; rank r uses seed + r
+    amp_bf16: bool = False  # bf16 autocast on GPU (no effect on CPU)
+    grad_clip: float = 0.0  # clip the global grad norm (0 = off; ref: off)
+
+
+@dataclass
+class EvalConfig:
+    scales: tuple[float, ...] = (1.0, 1.25, 1.5)  # final multi-scale inference (ref VOC)
+    crf_iters: int = 10  # dense CRF mean-field iterations (ref)
+    crf_gauss_sxy: float = 1.0  # Gaussian pairwise spatial sigma (ref)
+    crf_gauss_compat: float = 1.0  # Gaussian pairwise compatibility (ref)
+    crf_bi_sxy: float = 121.0  # bilateral spatial sigma (ref)
+    crf_bi_srgb: float = 5.0  # bilateral colour sigma (ref)
+    crf_bi_compat: float = 4.0  # bilateral compatibility (ref)
+    num_probe_images: int = 4  # val images whose CAM overlays are logged at each evaluation
+
+
+@dataclass
+class ToCoConfig:
+    """The whole experiment. Sections mirror the method: model, CAM, PAR, CTC, losses, schedule."""
+
+    preset: str = "voc"  # which preset this config was built from
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    cam: CAMConfig = field(default_factory=CAMConfig)
+    par: PARConfig = field(default_factory=PARConfig)
+    ctc: CTCConfig = field(default_factory=CTCConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# Each preset is a diff from the defaults (which are the VOC/paper values).
+PRESETS: dict[str, dict[str, Any]] = {
+    "voc": {},
+    "coco": {
+        "model.num_classes": 80,  # COCO 2014 foreground classes
+        "data.dataset": "coco",
+        "data.train_split": "train",
+        "data.val_split": "val_part",
+        "data.val_limit": 5000,  # ref: in-training validation on the first 5000 val images
+        "cam.high_thre": 0.65,  # paper/ref COCO β_h
+        "ctc.temperature": 1.0,  # ref COCO τ
+        "schedule.max_iters": 80000,  # ref COCO
+        "schedule.seg_start_iter": 8000,  # ref COCO
+        "schedule.contrast_start_iter": 12000,  # ref COCO: PTC/CTC from 12k
+        "schedule.aux_seg_label_until": 12000,  # ref COCO: seg labels from the aux CAM until 12k
+        "schedule.eval_every": 8000,
+        "train.global_batch": 8,  # ref COCO
+    },
+    # Small and fast on two CPU cores: a 4-block, 96-wide ViT with 8-pixel patches on 128-pixel crops.
+    "synthetic": {
+        "model.backbone": "vit_tiny_patch16_224",
+        "model.pretrained": False,
+        "model.depth": 4,
+        "model.embed_dim": 96,
+        "model.num_heads": 3,
+        "model.patch_size": 8,
+        "model.aux_layer": -2,
+        "model.decoder_channels": 64,
+        "model.proj_hidden_dim": 256,
+        "model.proj_bottleneck_dim": 64,
+        "model.proj_out_dim": 128,
+        "data.dataset": "synthetic",
+        "data.train_split": "train",
+        "data.crop_size": 128,
+        "data.val_size": 128,
+        "data.num_workers": 1,
+        "ctc.local_crop_size": 32,
+        "ctc.n_local_crops": 4,
+        "schedule.max_iters": 600,
+        "schedule.seg_start_iter": 200,
+        "schedule.eval_every": 200,
+        "schedule.log_every": 20,
+        "optim.lr": 5e-4,
+        "optim.warmup_iters": 50,
+        "train.global_batch": 8,
+        "eval.scales": (1.0,),
+        "eval.num_probe_images": 4,
+    },
+}
+
+
+def build_config(preset: str = "voc", overrides: dict[str, Any] | None = None) -> ToCoConfig:
+    """Builds a config from a preset name and dotted-key overrides (``{"loss.w_ptc": 0.3}``)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    values = {**PRESETS[preset], "preset": preset, **(overrides or {})}
+    return apply_overrides(ToCoConfig(), values)
+
+
+def apply_overrides(cfg: ToCoConfig, overrides: dict[str, Any]) -> ToCoConfig:
+    """Returns a copy of ``cfg`` with dotted-key values replaced, each checked against its field type."""
+    cfg = copy.deepcopy(cfg)
+    known = _field_types()
+    for key, value in overrides.items():
+        if key not in known:
+            raise ConfigError(f"unknown config key {key!r}{_suggest(key, known)}")
+        value = _coerce(key, value, known[key])
+        section, _, name = key.rpartition(".")
+        setattr(getattr(cfg, section) if section else cfg, name, value)
+    return cfg
+
+
+def flatten(cfg: ToCoConfig) -> dict[str, Any]:
+    """Returns ``{dotted_key: value}`` for every field, sections first-level only."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            for g in dataclasses.fields(value):
+                out[f"{f.name}.{g.name}"] = getattr(value, g.name)
+        else:
+            out[f.name] = value
+    return out
+
+
+def unflatten(values: dict[str, Any]) -> ToCoConfig:
+    """Inverse of :func:`flatten`: starts from the preset named by ``values['preset']`` (default voc)."""
+    values = dict(values)
+    return build_config(values.pop("preset", "voc"), values)
+
+
+def to_yaml(cfg: ToCoConfig) -> str:
+    """Serialises as nested YAML (tuples become lists)."""
+    nested: dict[str, Any] = {}
+    for key, value in flatten(cfg).items():
+        section, _, name = key.rpartition(".")
+        target = nested.setdefault(section, {}) if section else nested
+        target[name] = list(value) if isinstance(value, tuple) else value
+    return yaml.safe_dump(nested, sort_keys=False)
+
+
+def save_yaml(cfg: ToCoConfig, path: str | os.PathLike) -> Path:
+    """Writes the config atomically (temp file + rename) and returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(to_yaml(cfg))
+    os.replace(tmp, path)
+    return path
+
+
+def load_yaml(path: str | os.PathLike) -> ToCoConfig:
+    """Loads a nested YAML config written by :func:`save_yaml` (or by hand), checking every key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return unflatten(flatten_mapping(data))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def flatten_mapping(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"loss": {"w_ptc": 0.2}}`` → ``{"loss.w_ptc": 0.2}`` (one level of sections, as in the config)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and not prefix:
+            out.update(flatten_mapping(value, f"{dotted}."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parses a command-line ``key=value``; the value is read as YAML (``0.3``, ``true``, ``[1, 0.5]``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. loss.w_ptc=0.3)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _field_types() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(ToCoConfig):
+        hint = typing.get_type_hints(ToCoConfig)[f.name]
+        if dataclasses.is_dataclass(hint):
+            for name, sub in typing.get_type_hints(hint).items():
+                out[f"{f.name}.{name}"] = sub
+        else:
+            out[f.name] = hint
+    return out
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return _coerce_tuple(key, value, typing.get_args(hint))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin in (typing.Union, types.UnionType):
+        return value
+    raise ConfigError(f"config key {key!r} expects {_type_name(hint)}, got {value!r} ({type(value).__name__})")
+
+
+def _coerce_tuple(key: str, value: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"config key {key!r} expects a list, got {value!r} ({type(value).__name__})")
+    if len(args) == 2 and args[1] is Ellipsis:
+        if not value:
+            raise ConfigError(f"config key {key!r} expects a non-empty list")
+        return tuple(_coerce(key, v, args[0]) for v in value)
+    if len(value) != len(args):
+        raise ConfigError(f"config key {key!r} expects a list of {len(args)} values, got {len(value)}")
+    return tuple(_coerce(key, v, a) for v, a in zip(value, args))
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+def _suggest(key: str, known: dict[str, Any]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
