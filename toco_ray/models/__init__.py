@@ -1,0 +1,34 @@
+"""The ToCo network: timm ViT backbone, classifiers, LargeFOV decoder, CTC projection heads with EMA teacher."""
+
+from toco_ray.config import ModelConfig
+from toco_ray.models.backbone import build_backbone, load_backbone_weights
+from toco_ray.models.decoder import LargeFOV
+from toco_ray.models.diagnostics import mean_pairwise_cosine, token_similarity_per_block
+from toco_ray.models.padding import pad_to_patch_multiple, token_grid, tokens_to_pixels
+from toco_ray.models.projection import ProjectionHead, ema_update, make_teacher
+from toco_ray.models.toco_net import ToCoNet, ToCoOutput, Tokens, resolve_block_index
+
+
+def build_model(cfg: ModelConfig) -> ToCoNet:
+    """Builds the ToCo network for ``cfg`` (hub weights are fetched only if ``cfg.pretrained`` asks for them)."""
+    return ToCoNet(cfg)
+
+
+__all__ = [
+    "LargeFOV",
+    "ProjectionHead",
+    "ToCoNet",
+    "ToCoOutput",
+    "Tokens",
+    "build_backbone",
+    "build_model",
+    "ema_update",
+    "load_backbone_weights",
+    "make_teacher",
+    "mean_pairwise_cosine",
+    "pad_to_patch_multiple",
+    "resolve_block_index",
+    "token_grid",
+    "token_similarity_per_block",
+    "tokens_to_pixels",
+]
