@@ -1,0 +1,132 @@
+import socket
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
+
+from toco_ray.tracking import (
+    RUN_NAME_TAG,
+    RunLogger,
+    TrackingError,
+    artifact_root,
+    check_tracking_uri,
+    device_tags,
+    end_run,
+    provenance_tags,
+    resolve_tracking_uri,
+    run_params,
+    start_run,
+)
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def store(tmp_path):
+    return f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root(tmp_path)
+
+
+def test_tracking_uri_defaults_to_sqlite_under_the_output_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert artifact_root(tmp_path) == f"{tmp_path.resolve()}/mlartifacts"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert resolve_tracking_uri(tmp_path) == "http://tracking.example:5000"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again on exit: connecting is refused at once
+
+
+def test_unreachable_server_is_a_clear_error():
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(TrackingError, match="not reachable"):
+        check_tracking_uri(uri, timeout_s=2)
+
+
+def test_sqlite_store_needs_a_writable_folder(tmp_path):
+    check_tracking_uri(f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}")  # creatable: fine
+    assert (tmp_path / "new").is_dir()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(TrackingError, match="cannot be created"):
+        check_tracking_uri(f"sqlite:///{blocker / 'sub' / 'mlflow.db'}")
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "/tmp/mlruns", "ftp://host/x"])
+def test_file_store_and_unknown_schemes_are_refused(uri):
+    with pytest.raises(TrackingError, match="file store|unsupported scheme"):
+        check_tracking_uri(uri)
+
+
+def test_run_is_created_once_and_found_again_by_name(store):
+    uri, artifacts = store
+    run_id = start_run(uri, "exp", "run-a", artifacts)
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(run_id).data.tags[RUN_NAME_TAG] == "run-a"
+    assert client.get_experiment_by_name("exp").artifact_location == artifacts
+    with pytest.raises(TrackingError, match="already exists"):
+        start_run(uri, "exp", "run-a", artifacts)
+    end_run(uri, run_id, "FAILED")
+    assert start_run(uri, "exp", "run-a", artifacts, resume=True) == run_id
+    assert client.get_run(run_id).info.status == "RUNNING"
+    with pytest.raises(TrackingError, match="cannot resume"):
+        start_run(uri, "exp", "run-b", artifacts, resume=True)
+
+
+def test_metrics_are_logged_once_per_step_even_across_restarts(store):
+    uri, artifacts = store
+    run_id = start_run(uri, "exp", "run", artifacts)
+    logger = RunLogger(uri, run_id)
+    for step in (10, 20, 30):
+        logger.log_metrics({"loss/total": step / 10}, step=step)
+    # a restarted worker replays steps 20 and 30 from a checkpoint at 10, then goes on to 40
+    replay = RunLogger(uri, run_id)
+    assert replay.log_metrics({"loss/total": 9.0}, step=20) == {}
+    assert replay.log_metrics({"loss/total": 9.0, "lr": 0.1}, step=30) == {"lr": 0.1}
+    replay.log_metrics({"loss/total": 4.0}, step=40)
+    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, "loss/total")
+    assert sorted((m.step, m.value) for m in history) == [(10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0)]
+
+
+def test_params_are_immutable_unless_changes_are_allowed(store):
+    uri, artifacts = store
+    run_id = start_run(uri, "exp", "run", artifacts)
+    logger = RunLogger(uri, run_id)
+    params = run_params({f"k.{i}": i for i in range(150)}, world_size=2)  # > 100: needs two batches
+    params["scales"] = (1.0, 0.5)
+    logger.log_params(params)
+    logged = MlflowClient(tracking_uri=uri).get_run(run_id).data.params
+    assert len(logged) == 152 and logged["run.world_size"] == "2" and logged["scales"] == "[1.0, 0.5]"
+    logger.log_params({"k.1": 1})  # same value again: fine
+    with pytest.raises(TrackingError, match="cannot change"):
+        logger.log_params({"k.1": 5})
+    logger.log_params({"k.1": 5}, allow_changes=True)
+    assert MlflowClient(tracking_uri=uri).get_run(run_id).data.tags["changed.k.1"] == "1 -> 5"
+
+
+def test_artifacts_land_in_the_run(store):
+    uri, artifacts = store
+    run_id = start_run(uri, "exp", "run", artifacts)
+    logger = RunLogger(uri, run_id)
+    fig = Figure()
+    fig.subplots().imshow(np.eye(4))
+    logger.log_figure(fig, "figures/eye.png")
+    logger.log_text("| a |\n", "final/table.md")
+    client = MlflowClient(tracking_uri=uri)
+    assert [f.path for f in client.list_artifacts(run_id, "figures")] == ["figures/eye.png"]
+    assert [f.path for f in client.list_artifacts(run_id, "final")] == ["final/table.md"]
+
+
+def test_provenance_and_device_tags():
+    tags = provenance_tags()
+    assert len(tags["git.commit"]) in (40, 7) or tags["git.commit"] == "unknown"
+    assert tags["version.torch"] != "not installed" and tags["version.mlflow"] != "not installed"
+    assert device_tags(["cpu (x)", "cpu (x)"]) == {
+        "device.rank0": "cpu (x)",
+        "device.rank1": "cpu (x)",
+        "device.names": "2× cpu (x)",
+    }

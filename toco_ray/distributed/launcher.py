@@ -1,0 +1,238 @@
+"""Launches a ToCo training job on Ray Train (``TorchTrainer``): validate, track, start workers, wait.
+
+Order matters: everything that can be wrong with the job is checked before a worker starts
+(:func:`~toco_ray.distributed.job.validate_job`, then the cluster's resources), the MLflow run is created (or
+found again when resuming) and given its params, tags and resolved config, and only then is the trainer fitted.
+Ray Train restarts a failed worker group from the latest checkpoint up to ``max_failures`` times; resuming a run
+by name reuses its storage folder, where Ray Train finds that checkpoint.
+
+Example:
+    >>> job = TrainJob(cfg=build_config("synthetic"), output_dir=Path("outputs").resolve(),
+    ...                run_name=new_run_name("synthetic"), workers=2, tracking_uri=resolve_tracking_uri("outputs"))
+    >>> outcome = launch(job)
+    >>> outcome.metrics["cam_miou"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toco_ray.config import apply_overrides, flatten, load_yaml, save_yaml
+from toco_ray.data.cache import CACHE_ENV
+from toco_ray.distributed.faults import forwarded_env
+from toco_ray.distributed.job import CONFIG_FILE, JobError, TrainJob, auto_workers, validate_job
+from toco_ray.distributed.loaders import per_worker_batch
+from toco_ray.distributed.loop import WorkerSpec, train_loop_per_worker
+from toco_ray.distributed.progress import say
+from toco_ray.tracking import (
+    RunLogger,
+    artifact_root,
+    end_run,
+    is_local_store,
+    provenance_tags,
+    run_params,
+    start_run,
+)
+
+LOOPBACK = "127.0.0.1"  # a local cluster stays on loopback (Ray otherwise binds to the machine's IP)
+FORWARDED_ENV = (CACHE_ENV, "HF_HOME", "TORCH_HOME")  # driver settings the workers must see too
+RAY_LOG_LEVEL = "WARNING"  # Ray's own INFO chatter would drown the progress lines
+
+
+@dataclass
+class TrainOutcome:
+    """What a finished run left behind."""
+
+    run_name: str
+    mlflow_run_id: str
+    checkpoint_path: str | None
+    metrics: dict[str, Any]
+
+
+def launch(job: TrainJob, callbacks: Sequence[Any] = ()) -> TrainOutcome:
+    """Validates the job, starts (or joins) Ray, creates the MLflow run and trains; returns the final report.
+
+    Args:
+        job: the job.
+        callbacks: Ray Train ``UserCallback``s for the run, e.g. Tune's ``TuneReportCallback`` when the job runs
+            inside a Tune trial (it forwards each evaluation's report, keys in ``loop.REPORT_METRICS``).
+
+    Raises:
+        JobError: the job cannot start (nothing has been started then).
+    """
+    validate_job(job)
+    init_ray(job.ray_address)
+    job = resolve_workers(job)
+    cpus = check_cluster(job)
+    run_id = open_tracking(job)
+    say(
+        f"run {job.run_name}: {job.workers} worker(s) × {cpus:g} CPU"
+        + (f" × {job.gpus_per_worker:g} GPU" if job.gpus_per_worker else "")
+        + f", global batch {job.cfg.train.global_batch}, {job.cfg.schedule.max_iters} iterations; "
+        f"MLflow {job.tracking_uri} (run {run_id})"
+    )
+    try:
+        result = build_trainer(job, run_id, cpus, callbacks).fit()
+    except BaseException as err:
+        end_run(job.tracking_uri, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    checkpoint = result.checkpoint.path if result.checkpoint is not None else None
+    logger = RunLogger(job.tracking_uri, run_id)
+    if checkpoint:
+        logger.set_tags({"checkpoint.final": checkpoint})
+    end_run(job.tracking_uri, run_id, "FINISHED")
+    return TrainOutcome(job.run_name, run_id, checkpoint, dict(result.metrics or {}))
+
+
+def resolve_resume(job: TrainJob, overrides: dict[str, Any]) -> TrainJob:
+    """For ``--resume``: the job with the run's saved config (plus any ``overrides`` given again)."""
+    path = job.run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise JobError(f"cannot resume run {job.run_name!r}: {path} does not exist (check --output-dir)")
+    return job.with_cfg(apply_overrides(load_yaml(path), overrides))
+
+
+# --- Ray -------------------------------------------------------------------------------------------------
+def init_ray(address: str = "") -> None:
+    """Joins ``address`` / ``$RAY_ADDRESS`` (set by ``ray job submit``; ``auto`` joins a cluster started with
+    ``ray start`` on this machine), else starts a fresh local cluster."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS", "")
+    common = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if address:
+        ray.init(address=address, **common)
+    else:
+        # the dashboard stays on: without it, placement groups of stopped trials are never freed
+        # "local": a stale cluster address left on this machine must not be joined by surprise
+        ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=True, **common)
+
+
+def resolve_workers(job: TrainJob) -> TrainJob:
+    """``workers = 0``: one worker per GPU slot (``--gpus-per-worker``) or CPU slot, reduced to a divisor of the
+    global batch. On CPU, several single-threaded workers beat one multi-threaded worker on small models."""
+    import ray
+
+    if job.workers:
+        return job
+    total = ray.cluster_resources()
+    if job.gpus_per_worker:
+        slots = int(total.get("GPU", 0) // job.gpus_per_worker)
+        if slots < 1:
+            raise JobError(f"--gpus-per-worker {job.gpus_per_worker:g} but the Ray cluster has no GPU")
+    else:
+        slots = int(total.get("CPU", 1) // (job.cpus_per_worker or 1))
+    return dataclasses.replace(job, workers=auto_workers(job.cfg.train.global_batch, slots))
+
+
+def check_cluster(job: TrainJob) -> float:
+    """CPUs per worker; raises :class:`JobError` if the cluster cannot host the workers (Ray would wait forever)."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus = job.cpus_per_worker or max(1.0, float(int(total.get("CPU", 1) // job.workers)))
+    need_cpu = cpus * job.workers
+    if need_cpu > total.get("CPU", 0):
+        raise JobError(
+            f"{job.workers} workers × {cpus:g} CPUs need {need_cpu:g} CPUs; the Ray cluster has "
+            f"{total.get('CPU', 0):g} (lower --workers or --cpus-per-worker)"
+        )
+    need_gpu = job.gpus_per_worker * job.workers
+    if need_gpu > total.get("GPU", 0):
+        raise JobError(
+            f"{job.workers} workers × {job.gpus_per_worker:g} GPUs need {need_gpu:g} GPUs; the Ray cluster has "
+            f"{total.get('GPU', 0):g} (use --gpus-per-worker 0 to train on CPU)"
+        )
+    return cpus
+
+
+def build_trainer(job: TrainJob, mlflow_run_id: str, cpus_per_worker: float, callbacks: Sequence[Any] = ()):
+    """The ``TorchTrainer``: gloo on CPU, NCCL on GPU (Ray Train's default per device), checkpoints kept in the
+    run folder, ``max_failures`` worker-group restarts."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    spec = WorkerSpec(
+        cfg=job.cfg,
+        run_name=job.run_name,
+        run_dir=str(job.run_dir),
+        tracking_uri=job.tracking_uri,
+        mlflow_run_id=mlflow_run_id,
+        cpus_per_worker=cpus_per_worker,
+        class_names=class_names(job.cfg),
+    )
+    resources = {"CPU": cpus_per_worker}
+    if job.gpus_per_worker:
+        resources["GPU"] = job.gpus_per_worker
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    env.update(forwarded_env())
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec},
+        scaling_config=ScalingConfig(
+            num_workers=job.workers, use_gpu=job.gpus_per_worker > 0, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=job.run_name,
+            storage_path=str(job.storage_path),
+            failure_config=FailureConfig(max_failures=job.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=job.keep_checkpoints),
+            worker_runtime_env={"env_vars": env} if env else None,
+            callbacks=list(callbacks),
+            logging_config=LoggingConfig(log_level=RAY_LOG_LEVEL),
+        ),
+    )
+
+
+def class_names(cfg) -> list[str] | None:
+    """Foreground class names of the configured dataset, when the data layer knows them."""
+    import toco_ray.data as data
+
+    if cfg.data.dataset == "synthetic":
+        return list(data.CLASS_NAMES)
+    names = getattr(data, f"{cfg.data.dataset.upper()}_CLASS_NAMES", None)
+    return list(names) if names is not None and len(names) == cfg.model.num_classes else None
+
+
+# --- MLflow ----------------------------------------------------------------------------------------------
+def open_tracking(job: TrainJob) -> str:
+    """Creates (or, resuming, finds) the MLflow run; logs params, provenance tags and the resolved config."""
+    location = artifact_root(job.output_dir) if is_local_store(job.tracking_uri) else None
+    extra_tags = {"mlflow.parentRunId": job.parent_run_id} if job.parent_run_id else {}
+    run_id = start_run(job.tracking_uri, job.experiment, job.run_name, location, resume=job.resume, tags=extra_tags)
+    logger = RunLogger(job.tracking_uri, run_id)
+    world = job.workers
+    logger.log_params(
+        run_params(
+            flatten(job.cfg),
+            global_batch=job.cfg.train.global_batch,
+            world_size=world,
+            per_worker_batch=per_worker_batch(job.cfg.train.global_batch, world),
+            gpus_per_worker=job.gpus_per_worker,
+        ),
+        allow_changes=job.resume,
+    )
+    logger.set_tags(
+        {
+            **provenance_tags(),
+            "ray.run_dir": str(job.run_dir),
+            "ray.run_name": job.run_name,
+            "resumed": str(job.resume).lower(),
+        }
+    )
+    config_path = save_yaml(job.cfg, job.run_dir / CONFIG_FILE)
+    logger.log_file(config_path, "config")
+    return run_id
+
+
+def default_output_dir() -> Path:
+    """``outputs/`` in the current directory (absolute, so workers in other folders find it)."""
+    return Path("outputs").resolve()

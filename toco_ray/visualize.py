@@ -1,0 +1,161 @@
+"""Figures and tables logged at each evaluation: CAM overlays, the over-smoothing curve, confusion, per-class IoU.
+
+Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot, no global backend), so this module is safe
+to import anywhere and to call from worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from toco_ray.data.palette import voc_palette
+
+HEATMAP = "jet"
+OVERLAY_ALPHA = 0.5  # heat-map weight over the image
+PANEL_INCHES = 2.2
+
+
+def class_names_or_default(names: Sequence[str] | None, num_classes: int) -> list[str]:
+    """``["background", *names]``, or generic ``class1..classC`` names when none are known."""
+    fg = list(names) if names else [f"class{k}" for k in range(1, num_classes + 1)]
+    if len(fg) != num_classes:
+        raise ValueError(f"{len(fg)} class names given for {num_classes} classes")
+    return ["background", *fg]
+
+
+def colorize_mask(mask: np.ndarray) -> np.ndarray:
+    """``H×W`` class ids (255 = void) → ``H×W×3`` uint8 in VOC colours."""
+    return voc_palette()[np.asarray(mask, dtype=np.uint8)]
+
+
+def heat_overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """``H×W×3`` float image in [0,1] and ``H×W`` heat in [0,1] → blended ``H×W×3`` float RGB."""
+    colored = matplotlib.colormaps[HEATMAP](np.clip(heat, 0.0, 1.0))[..., :3]
+    return (1 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * colored
+
+
+def cam_overlay_figure(
+    images: torch.Tensor,
+    cams: torch.Tensor,
+    aux_cams: torch.Tensor,
+    labels: torch.Tensor,
+    masks: Sequence[torch.Tensor],
+    seg_preds: Sequence[torch.Tensor],
+    names: Sequence[str],
+    title: str = "",
+) -> Figure:
+    """One row per probe image: image, ground truth, CAM, aux CAM (max over present classes), seg prediction.
+
+    Args:
+        images: B×3×H×W in [0, 1].
+        cams, aux_cams: B×C×H×W in [0, 1] at the image size.
+        labels: B×C multi-hot image-level labels (which classes the heat map shows).
+        masks, seg_preds: B masks of class ids (any size; 255 = void in the ground truth).
+        names: B image names.
+    """
+    b = images.shape[0]
+    columns = ("image", "ground truth", "CAM", "aux CAM", "seg")
+    fig = Figure(figsize=(PANEL_INCHES * len(columns), PANEL_INCHES * b))
+    axes = fig.subplots(b, len(columns), squeeze=False)
+    for i in range(b):
+        image = images[i].permute(1, 2, 0).float().cpu().numpy()
+        present = labels[i].bool().cpu()
+        panels = (
+            image,
+            colorize_mask(masks[i].cpu().numpy()),
+            heat_overlay(image, _present_max(cams[i], present)),
+            heat_overlay(image, _present_max(aux_cams[i], present)),
+            colorize_mask(seg_preds[i].cpu().numpy()),
+        )
+        for j, panel in enumerate(panels):
+            ax = axes[i, j]
+            ax.imshow(panel)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(columns[j], fontsize=9)
+        axes[i, 0].set_ylabel(names[i], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _present_max(cam: torch.Tensor, present: torch.Tensor) -> np.ndarray:
+    if not present.any():
+        return np.zeros(cam.shape[-2:], dtype=np.float32)
+    return cam[present].amax(dim=0).float().cpu().numpy()
+
+
+def oversmoothing_figure(curves: Mapping[int, Sequence[float]]) -> Figure:
+    """Figure 2 of the paper: mean pairwise cosine similarity of patch tokens per block, one line per iteration.
+
+    Args:
+        curves: ``{iteration: [similarity at block 1, ..., block L]}``.
+    """
+    fig = Figure(figsize=(5.0, 3.5))
+    ax = fig.subplots()
+    depth = 0
+    for iteration in sorted(curves):
+        values = list(curves[iteration])
+        depth = max(depth, len(values))
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=f"it {iteration}")
+    ax.set_xticks(range(1, depth + 1))
+    ax.set_xlabel("block")
+    ax.set_ylabel("mean pairwise cosine similarity")
+    ax.set_ylim(0.0, 1.0)
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+    ax.set_title("patch-token over-smoothing (Figure 2)", fontsize=10)
+    return fig
+
+
+def confusion_figure(confusions: Mapping[str, np.ndarray | torch.Tensor], class_names: Sequence[str]) -> Figure:
+    """Row-normalised confusion matrices (rows = ground truth), one panel per prediction kind."""
+    k = len(class_names)
+    n = len(confusions)
+    side = max(4.0, 0.22 * k + 1.5)
+    fig = Figure(figsize=(side * n, side))
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for index, (ax, (kind, conf)) in enumerate(zip(axes, confusions.items())):
+        conf = np.asarray(conf.cpu() if isinstance(conf, torch.Tensor) else conf, dtype=np.float64)
+        rows = conf.sum(axis=1, keepdims=True)
+        norm = np.divide(conf, rows, out=np.zeros_like(conf), where=rows > 0)
+        ax.imshow(norm, vmin=0.0, vmax=1.0, cmap="viridis")
+        ax.set_title(kind, fontsize=10)
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        ax.set_xticklabels(class_names, rotation=90, fontsize=6)
+        ax.set_yticklabels(class_names if index == 0 else [], fontsize=6)
+        ax.set_xlabel("prediction")
+        if index == 0:
+            ax.set_ylabel("ground truth")
+    return fig
+
+
+def iou_table(per_class: Mapping[str, np.ndarray], class_names: Sequence[str]) -> str:
+    """Markdown table, one row per class and a final mean row, one column per prediction kind (IoU in %).
+
+    Classes absent from both ground truth and prediction (NaN IoU) show "–" and are left out of the mean.
+    """
+    kinds = list(per_class)
+    lines = ["| class | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
+    for c, name in enumerate(class_names):
+        cells = [_percent(per_class[kind][c]) for kind in kinds]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    means = [
+        _percent(float(np.nanmean(per_class[kind])) if not np.all(np.isnan(per_class[kind])) else math.nan)
+        for kind in kinds
+    ]
+    lines.append("| **mean** | " + " | ".join(means) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _percent(value: float) -> str:
+    return "–" if math.isnan(value) else f"{100 * value:.1f}"
