@@ -1,0 +1,59 @@
+"""Dense CRF wrapper: shapes, probabilities, the smoothing it is for, and its input checks."""
+
+import numpy as np
+import pytest
+
+from toco_ray.config import build_config
+from toco_ray.crf import dense_crf
+
+pytestmark = pytest.mark.unit
+
+CFG = build_config("voc").eval  # the paper's parameters: 10 iterations, Gaussian 1/1, bilateral 121/5/4
+
+
+def two_halves(height=40, width=60, flip_fraction=0.1, seed=0):
+    """A red left half and a blue right half; noisy probabilities 0.6/0.4 favour the true half, except on a
+    random 10 % of pixels where they are swapped."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, : width // 2] = (200, 30, 30)
+    image[:, width // 2 :] = (30, 30, 200)
+    truth = np.zeros((height, width), np.int64)
+    truth[:, width // 2 :] = 1
+    flipped = np.random.default_rng(seed).random((height, width)) < flip_fraction
+    noisy = np.where(flipped, 1 - truth, truth)
+    probs = np.where(noisy[None] == np.arange(2)[:, None, None], 0.6, 0.4).astype(np.float32)
+    return image, probs, truth
+
+
+def test_output_is_a_probability_map_of_the_input_shape():
+    image, probs, _ = two_halves()
+    out = dense_crf(image, probs, CFG)
+    assert out.shape == probs.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-4)
+
+
+def test_crf_removes_noise_inside_uniform_colour_regions():
+    image, probs, truth = two_halves()
+    before = (probs.argmax(0) == truth).mean()
+    after = (dense_crf(image, probs, CFG).argmax(0) == truth).mean()
+    # 10 % of the pixels start wrong; the bilateral term pulls each towards its same-coloured half
+    assert before == pytest.approx(0.9, abs=0.02)
+    assert after > 0.99
+
+
+def test_read_only_and_non_contiguous_inputs_are_accepted():
+    image, probs, _ = two_halves()
+    expected = dense_crf(image, probs, CFG)
+    frozen = np.asfortranarray(image)  # not C-contiguous
+    frozen.flags.writeable = False  # like a zero-copy array from Ray's object store
+    probs_ro = probs.copy()
+    probs_ro.flags.writeable = False
+    np.testing.assert_array_equal(dense_crf(frozen, probs_ro, CFG), expected)
+
+
+def test_size_mismatch_names_both_sizes():
+    image, probs, _ = two_halves()
+    with pytest.raises(ValueError, match=r"image is \(40, 59\).*\(40, 60\)"):
+        dense_crf(image[:, :-1], probs, CFG)
+    with pytest.raises(ValueError, match="H×W×3 uint8"):
+        dense_crf(image.astype(np.float32), probs, CFG)
