@@ -1,0 +1,1 @@
+"""Thin command-line entry points over :mod:`toco_ray` (``python -m pipelines.<name> --help``)."""

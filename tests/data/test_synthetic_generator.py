@@ -1,0 +1,102 @@
+"""The synthetic generator: byte-level determinism, label/mask consistency and the properties that make
+its weak supervision non-trivial."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.make_synthetic import main as make_synthetic_main
+from toco_ray.data import VOCDataset, generate_dataset, labels_from_mask, render_sample
+from toco_ray.data.labels import load_label_file
+from toco_ray.data.synthetic import NUM_CLASSES, SIDE_RANGE, TEXTURES
+
+pytestmark = pytest.mark.unit
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_writes_byte_identical_files(tmp_path):
+    a = _files(generate_dataset(tmp_path / "a", num_train=5, num_val=3, seed=11))
+    b = _files(generate_dataset(tmp_path / "b", num_train=5, num_val=3, seed=11))
+    c = _files(generate_dataset(tmp_path / "c", num_train=5, num_val=3, seed=12))
+    assert a == b
+    assert sorted(a) == sorted(c) and a["JPEGImages/train_00000.jpg"] != c["JPEGImages/train_00000.jpg"]
+    expected = {"ImageSets/Segmentation/train.txt", "ImageSets/Segmentation/train_aug.txt", "cls_labels.npy"}
+    assert expected <= set(a) and len([k for k in a if k.startswith("JPEGImages/")]) == 8
+
+
+def test_a_larger_dataset_extends_a_smaller_one(tmp_path):
+    small = _files(generate_dataset(tmp_path / "s", num_train=2, num_val=1, seed=0))
+    large = _files(generate_dataset(tmp_path / "l", num_train=4, num_val=2, seed=0))
+    for key in ("JPEGImages/train_00001.jpg", "SegmentationClassAug/val_00000.png"):
+        assert small[key] == large[key]
+
+
+def test_label_file_matches_the_written_masks(synthetic_tree):
+    labels = load_label_file(synthetic_tree / "cls_labels.npy", NUM_CLASSES)
+    ds = VOCDataset(synthetic_tree, "train")
+    assert sorted(labels) == sorted(ds.names + VOCDataset(synthetic_tree, "val").names)
+    for i in range(len(ds)):
+        item = ds[i]
+        np.testing.assert_array_equal(labels[item["name"]], labels_from_mask(item["mask"], NUM_CLASSES))
+        assert 1 <= item["label"].sum() <= 4
+
+
+def test_mask_png_round_trips_exactly(tmp_path):
+    # PIL must not renumber palette entries: the file holds the rendered class ids
+    root = generate_dataset(tmp_path, num_train=3, num_val=0, seed=4)
+    for i in range(3):
+        _, mask = render_sample(np.random.default_rng([4, 0, i]))
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(root / "SegmentationClassAug" / f"train_{i:05d}.png")), mask
+        )
+
+
+def test_image_properties_over_many_samples():
+    sizes, class_counts, instance_colors, void_fractions = [], [], {}, []
+    for i in range(60):
+        image, mask = render_sample(np.random.default_rng([0, 0, i]))
+        h, w = mask.shape
+        sizes.append((h, w))
+        present = labels_from_mask(mask, NUM_CLASSES)
+        class_counts.append(int(present.sum()))
+        background = image[mask == 0].astype(np.float32)
+        assert background.std(axis=0).min() > 10, "background must be textured, not a flat colour"
+        # a void band separates every two different labels: no 4-neighbours carry two different non-void ids
+        for a, b in ((mask[1:], mask[:-1]), (mask[:, 1:], mask[:, :-1])):
+            assert not np.any((a != b) & (a != 255) & (b != 255))
+        void_fractions.append(float((mask == 255).mean()))
+        for c in np.flatnonzero(present):
+            instance_colors.setdefault(c % len(TEXTURES), []).append(image[mask == c + 1].mean(axis=0))
+    lo, hi = SIDE_RANGE
+    assert all(lo <= s <= hi and s % 16 for hw in sizes for s in hw) and all(h != w for h, w in sizes)
+    assert set(class_counts) == {1, 2, 3, 4}
+    assert min(void_fractions) > 0 and max(void_fractions) < 0.15
+    # classes are not colour-coded: the mean colour of one texture family varies a lot between instances
+    for colors in instance_colors.values():
+        assert np.std(colors, axis=0).mean() > 25
+
+
+def test_co_occurring_pairs_appear_together_more_often_than_chance():
+    together, unpaired = {0: [], 2: []}, []
+    for i in range(150):
+        _, mask = render_sample(np.random.default_rng([1, 0, i]))
+        present = set(np.flatnonzero(labels_from_mask(mask, NUM_CLASSES)).tolist())
+        for a, partner in ((0, 13), (2, 9)):  # two of the configured pairs
+            if a in present:
+                together[a].append(partner in present)
+        if 1 in present:
+            unpaired.extend(b in present for b in (7, 8, 10, 12))  # classes never paired with class 1
+    # unpaired: ~0.9 other classes per image spread over 19 → about 5 %; paired: P(partner) ≈ 0.6 or more
+    assert np.mean(unpaired) < 0.15
+    assert all(np.mean(v) > 0.4 for v in together.values())
+
+
+def test_cli_writes_a_tree(tmp_path, capsys):
+    make_synthetic_main(["--out", str(tmp_path / "cli"), "--num-train", "2", "--num-val", "1", "--seed", "3"])
+    assert VOCDataset(tmp_path / "cli", "train_aug").names == ["train_00000", "train_00001"]
+    assert "generated 3/3" in capsys.readouterr().err
