@@ -1,6 +1,5 @@
 """Shared fixtures: a tiny generated dataset, a tiny config, and one local Ray cluster for the whole session."""
 
-import logging
 
 import pytest
 
@@ -45,18 +44,3 @@ def tiny_cfg(tiny_root):
         return build_config("synthetic", {**TINY, "data.root": str(tiny_root), **overrides})
 
     return make
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """One local two-CPU Ray cluster on loopback for the session (joined if another fixture started it)."""
-    import ray
-
-    if ray.is_initialized():
-        yield ray
-        return
-    ray.init(
-        address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=True, logging_level=logging.WARNING
-    )
-    yield ray
-    ray.shutdown()

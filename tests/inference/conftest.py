@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 
@@ -71,19 +70,3 @@ def mlflow_uri(tmp_path_factory) -> str:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     MlflowClient(tracking_uri=uri).create_experiment("toco-ray", artifact_location=str(folder / "artifacts"))
     return uri
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """One local two-CPU Ray cluster on loopback for the session (joined if another fixture started it)."""
-    import ray
-
-    if ray.is_initialized():
-        yield ray
-        return
-    # address="local": without it ray.init joins whatever cluster /tmp/ray/ray_current_cluster names (any earlier
-    # `ray start` on this machine, even a stopped one)
-    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=True,
-             logging_level=logging.WARNING)
-    yield ray
-    ray.shutdown()
