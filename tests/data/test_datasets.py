@@ -10,6 +10,7 @@ from toco_ray.config import build_config
 from toco_ray.data import COCODataset, SyntheticDataset, VOCDataset, build_dataset, labels_from_mask
 from toco_ray.data import labels as labels_module
 from toco_ray.data.labels import DERIVED_LABELS_FILE, load_label_file
+from toco_ray.data.synthetic import GENERATOR_VERSION
 
 pytestmark = pytest.mark.unit
 
@@ -128,8 +129,8 @@ def test_default_synthetic_dataset_is_generated_once_into_the_cache(tmp_path, mo
     monkeypatch.setenv("TOCO_RAY_CACHE", str(tmp_path))
     cfg = build_config("synthetic", {"data.num_train": 4, "data.num_val": 2, "data.seed": 3}).data
     ds = build_dataset(cfg, "train", 20)
-    assert ds.root == tmp_path / "synthetic-3-4-2" and len(ds) == 4
-    assert [p.name for p in tmp_path.iterdir()] == ["synthetic-3-4-2"]  # no temporary folder left behind
+    assert ds.root == tmp_path / f"synthetic-3-4-2-v{GENERATOR_VERSION}" and len(ds) == 4
+    assert [p.name for p in tmp_path.iterdir()] == [ds.root.name]  # no temporary folder left behind
     stamp = (ds.root / "cls_labels.npy").stat().st_mtime_ns
     build_dataset(cfg, "val", 20)
     assert (ds.root / "cls_labels.npy").stat().st_mtime_ns == stamp  # not regenerated

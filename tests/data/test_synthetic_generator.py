@@ -10,7 +10,7 @@ from PIL import Image
 from pipelines.make_synthetic import main as make_synthetic_main
 from toco_ray.data import VOCDataset, generate_dataset, labels_from_mask, render_sample
 from toco_ray.data.labels import load_label_file
-from toco_ray.data.synthetic import NUM_CLASSES, SIDE_RANGE, TEXTURES
+from toco_ray.data.synthetic import NUM_CLASSES, SIDE_RANGE
 
 pytestmark = pytest.mark.unit
 
@@ -71,14 +71,15 @@ def test_image_properties_over_many_samples():
             assert not np.any((a != b) & (a != 255) & (b != 255))
         void_fractions.append(float((mask == 255).mean()))
         for c in np.flatnonzero(present):
-            instance_colors.setdefault(c % len(TEXTURES), []).append(image[mask == c + 1].mean(axis=0))
+            instance_colors.setdefault(int(c), []).append(np.median(image[mask == c + 1], axis=0))
     lo, hi = SIDE_RANGE
     assert all(lo <= s <= hi and s % 16 for hw in sizes for s in hw) and all(h != w for h, w in sizes)
     assert set(class_counts) == {1, 2, 3, 4}
     assert min(void_fractions) > 0 and max(void_fractions) < 0.15
-    # classes are not colour-coded: the mean colour of one texture family varies a lot between instances
-    for colors in instance_colors.values():
-        assert np.std(colors, axis=0).mean() > 25
+    # classes are not colour-coded: the dominant (median) colour of one class varies a lot between instances.
+    # Measured: ~46 here; ~7 when every instance's main colour is its class hue at full saturation.
+    spreads = [np.std(colors, axis=0).mean() for colors in instance_colors.values() if len(colors) >= 4]
+    assert len(spreads) >= 5 and np.median(spreads) > 25
 
 
 def test_co_occurring_pairs_appear_together_more_often_than_chance():
