@@ -18,13 +18,14 @@ import dataclasses
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from toco_ray.atomic import atomic_write
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -59,9 +60,9 @@ def save_checkpoint(folder: str | os.PathLike, state: TrainingState, meta: dict[
     """Writes ``state.pt`` and ``meta.json`` into ``folder`` atomically (temp file + rename) and returns it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / STATE_FILE, lambda fh: torch.save(dataclasses.asdict(state), fh))
+    atomic_write(folder / STATE_FILE, lambda fh: torch.save(dataclasses.asdict(state), fh))
     info = {"iteration": state.iteration, "world_size": state.world_size, "version": state.version, **(meta or {})}
-    _atomic_write(folder / META_FILE, lambda fh: fh.write(json.dumps(info, indent=2).encode()))
+    atomic_write(folder / META_FILE, lambda fh: fh.write(json.dumps(info, indent=2).encode()))
     return folder
 
 
@@ -80,17 +81,6 @@ def load_checkpoint(folder: str | os.PathLike, map_location: str | torch.device 
 def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
     """The ``meta.json`` of a checkpoint folder."""
     return json.loads((Path(folder) / META_FILE).read_text())
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- random number generators ---------------------------------------------------------------------------

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from toco_ray.atomic import atomic_write  # noqa: F401  (part of this module's API)
 from toco_ray.data.palette import voc_palette
 
 RUN_FILE = "run.json"
@@ -89,18 +89,6 @@ class OutputLayout:
 
 
 # --- atomic writes ---------------------------------------------------------------------------------------
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Calls ``write(fh)`` on a temporary file next to ``path``, then renames it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_label_png(path: Path, labels: np.ndarray) -> Path:

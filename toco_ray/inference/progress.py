@@ -9,20 +9,14 @@ import sys
 import time
 from typing import TextIO
 
+from toco_ray.distributed.progress import format_duration
+
 BAR_WIDTH = 20
 MIN_REFRESH_S = 0.5  # redraw at most this often (a full dataset has thousands of images)
 
 
-def format_eta(seconds: float) -> str:
-    """``2h03m``, ``4m05s``, ``17s``; ``?`` before the first image."""
-    if seconds != seconds or seconds < 0:  # NaN
-        return "?"
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
+# the same compact form as the training progress lines
+format_eta = format_duration
 
 
 class ProgressBar:
