@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toco_ray.config import ToCoConfig
@@ -45,6 +45,7 @@ class TrainJob:
         keep_checkpoints: checkpoints kept in the run folder (the most recent ones).
         parent_run_id: MLflow parent run (a sweep's), or empty.
         ray_address: Ray cluster to join; empty = ``$RAY_ADDRESS`` or a new local cluster.
+        tags: extra MLflow tags of the run (e.g. a sweep trial's identity), set when it starts or resumes.
     """
 
     cfg: ToCoConfig
@@ -60,6 +61,7 @@ class TrainJob:
     keep_checkpoints: int = 2
     parent_run_id: str = ""
     ray_address: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def storage_path(self) -> Path:

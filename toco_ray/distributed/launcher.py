@@ -226,6 +226,7 @@ def open_tracking(job: TrainJob) -> str:
             "ray.run_dir": str(job.run_dir),
             "ray.run_name": job.run_name,
             "resumed": str(job.resume).lower(),
+            **job.tags,
         }
     )
     config_path = save_yaml(job.cfg, job.run_dir / CONFIG_FILE)
