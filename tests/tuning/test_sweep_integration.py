@@ -1,0 +1,186 @@
+"""Sweeps end to end on a real local Ray cluster with a generated dataset and a real MLflow store.
+
+Each trial is one Ray Train run of the tiny config (6 iterations, evaluations at 3 and 6). Covered: an Optuna sweep
+with ASHA (study persisted, paper point first, parent/children in MLflow, a finished sweep re-run runs nothing), a
+grid × seeds sweep and its report, and a sweep killed mid-trial then resumed (no finished trial trains again).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from pipelines import report as report_cli
+from toco_ray.tracking import resolve_tracking_uri
+from toco_ray.tuning.sweep import STATE_FILE, SweepRequest, SweepSettings, read_state, run_sweep
+from toco_ray.tuning.trial import OPTUNA_NUMBER_TAG, ROLE_TAG, ROW_TAG, SEED_TAG, STOPPED_TAG, TRIAL_ID_TAG
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MAX_ITERS = 6
+KILL_DEADLINE_S = 600  # bounded polling while the sweep to be killed runs
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sweep(space: Path, out: Path, **settings):
+    return run_sweep(SweepRequest(space_path=str(space), output_dir=out, settings=SweepSettings(**settings)))
+
+
+def trial_runs(client, parent_id: str) -> list:
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    return client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def steps(client, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_optuna_sweep_with_asha_tracks_every_trial_and_a_rerun_runs_nothing(sweep_ray, write_space, tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    space = write_space("hpo", """
+        kind: optuna
+        num_samples: 2
+        metric: seg_miou
+        search:
+          cam.low_thre: {type: float, low: 0.1, high: 0.45}
+          cam.high_thre: {type: float, low: 0.4, high: 0.85}
+          loss.w_ptc: {type: loguniform, low: 0.05, high: 1.0}
+        points_to_evaluate:
+          - {cam.low_thre: 0.25, cam.high_thre: 0.7, loss.w_ptc: 0.2}
+        asha: {grace_iters: 0, reduction_factor: 4}  # decides at iteration 3: the seg loss starts there
+    """)
+    outcome = sweep(space, tmp_path)
+    assert (outcome.trials, outcome.errors) == (2, 0)
+
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tmp_path))
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags[ROLE_TAG] == "parent"
+    assert parent.data.params["sweep.trials"] == "2" and parent.data.params["sweep.max_concurrent"] == "1"
+    runs = trial_runs(client, outcome.parent_run_id)
+    study = optuna.load_study(study_name="hpo", storage=f"sqlite:///{tmp_path / 'sweeps' / 'hpo' / 'optuna.db'}")
+    assert len(runs) == len(study.trials) == 2
+    assert study.trials[0].params == {"cam.low_thre": 0.25, "cam.high_thre": 0.7, "loss.w_ptc": 0.2}  # paper first
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        number = int(tags[OPTUNA_NUMBER_TAG])
+        assert run.info.status == "FINISHED" and tags[ROLE_TAG] == "trial" and tags[SEED_TAG] == "0"
+        assert tags[TRIAL_ID_TAG] and run.info.run_name == f"hpo-t{number:03d}"
+        sampled = study.trials[number].params
+        assert float(params["cam.low_thre"]) == sampled["cam.low_thre"] < sampled["cam.high_thre"]
+        assert float(params["loss.w_ptc"]) == sampled["loss.w_ptc"] and params["train.global_batch"] == "4"
+        stopped = tags[STOPPED_TAG].startswith("true")
+        # ASHA decides at iteration 3 (grace = seg start 3 + 0); a stopped trial has one evaluation, at 3
+        evals = [3] if stopped else [3, MAX_ITERS]
+        assert steps(client, run.info.run_id, "eval/seg_miou") == evals, run.info.run_name
+        assert steps(client, run.info.run_id, "loss/total")[:3] == [1, 2, 3]
+        assert study.trials[number].state == optuna.trial.TrialState.COMPLETE
+    # the first trial sets the rung alone (a later one below it would be stopped at iteration 3)
+    assert not runs[0].data.tags[STOPPED_TAG].startswith("true")
+
+    again = sweep(space, tmp_path)  # resume is the default: a finished sweep has nothing left to run
+    assert again.parent_run_id == outcome.parent_run_id and again.trials == 2
+    assert len(trial_runs(client, outcome.parent_run_id)) == 2
+    assert len(optuna.load_study(study_name="hpo", storage=study._storage).trials) == 2
+    assert [r.info.end_time for r in trial_runs(client, outcome.parent_run_id)] == [r.info.end_time for r in runs]
+
+
+def test_grid_with_seeds_runs_every_point_and_the_report_lists_them(sweep_ray, write_space, tmp_path, monkeypatch,
+                                                                      capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    space = write_space("grid", """
+        kind: grid
+        metric: cam_miou
+        seeds: [0, 1]
+        grid:
+          loss.w_ptc: [0.1, 0.3]
+    """)
+    outcome = sweep(space, tmp_path)
+    assert (outcome.trials, outcome.errors) == (4, 0)
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tmp_path))
+    runs = trial_runs(client, outcome.parent_run_id)
+    assert sorted((r.data.tags[ROW_TAG], r.data.tags[SEED_TAG]) for r in runs) == [
+        ("0.1", "0"), ("0.1", "1"), ("0.3", "0"), ("0.3", "1")]
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.params["loss.w_ptc"] == run.data.tags[ROW_TAG]
+        assert run.data.params["train.seed"] == run.data.tags[SEED_TAG]
+        assert steps(client, run.info.run_id, "loss/total") == list(range(1, MAX_ITERS + 1))
+        assert steps(client, run.info.run_id, "eval/cam_miou") == [3, MAX_ITERS]
+
+    assert report_cli.main(["grid", "--output-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    folder = tmp_path / "sweeps" / "grid" / "report"
+    assert {"report.md", "table.csv", "trials.csv", "ablation.png"} <= {p.name for p in folder.iterdir()}
+    for run in runs:  # every trial and its final M (%) are listed
+        m = 100 * run.data.metrics["eval/cam_miou"]
+        assert f"| {run.info.run_name} | {run.data.tags[ROW_TAG]} | {run.data.tags[SEED_TAG]} | {m:.1f} |" in printed
+    by_row = {}
+    for run in runs:
+        by_row.setdefault(run.data.tags[ROW_TAG], []).append(100 * run.data.metrics["eval/cam_miou"])
+    table = (folder / "table.csv").read_text().splitlines()
+    assert table[0].startswith("setting (loss.w_ptc),seeds,M,M^m,Seg")
+    for line, (label, values) in zip(table[1:], by_row.items()):
+        mean = sum(values) / 2
+        std = abs(values[0] - values[1]) / 2 ** 0.5  # sample std of two values: |a − b| / √2
+        assert line.startswith(f"{label},2,{mean:.1f} ± {std:.1f},")
+    logged = {a.path for a in client.list_artifacts(outcome.parent_run_id, "report")}
+    assert {"report/report.md", "report/table.csv", "report/ablation.png"} <= logged
+
+
+def test_killed_sweep_resumes_without_rerunning_a_finished_trial(sweep_ray, write_space, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    space = write_space("killed", """
+        kind: grid
+        seeds: [0]
+        grid:
+          loss.w_ptc: [0.1, 0.2]
+    """)
+    command = [sys.executable, "-m", "pipelines.sweep", str(space), "--output-dir", str(tmp_path)]
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                             env={**os.environ, "RAY_ADDRESS": ""})
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tmp_path))
+    try:
+        finished, interrupted = wait_for_one_finished_and_one_checkpointed(client, first)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and the cluster it started, mid-trial
+        first.wait()
+    before = client.get_run(finished.info.run_id)
+
+    outcome = sweep(space, tmp_path)
+    state = read_state(tmp_path / "sweeps" / "killed")
+    assert outcome.parent_run_id == state["parent_run_id"] == before.data.tags["mlflow.parentRunId"]
+    runs = {r.info.run_name: r for r in trial_runs(client, outcome.parent_run_id)}
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs.values())
+    after = runs[finished.info.run_name]
+    assert after.info.end_time == before.info.end_time and after.data.tags["resumed"] == "false"  # not trained again
+    resumed = runs[interrupted]
+    assert resumed.data.tags["resumed"] == "true" and resumed.data.tags["restored_from_iteration"] == "3"
+    for run in runs.values():  # every step exactly once, although the interrupted trial ran iterations 4.. twice
+        assert steps(client, run.info.run_id, "loss/total") == list(range(1, MAX_ITERS + 1))
+        assert steps(client, run.info.run_id, "eval/cam_miou") == [3, MAX_ITERS]
+    assert client.get_run(outcome.parent_run_id).info.status == "FINISHED"
+    assert (tmp_path / "sweeps" / "killed" / STATE_FILE).is_file()
+
+
+def wait_for_one_finished_and_one_checkpointed(client, process) -> tuple:
+    """Polls MLflow until one trial has finished and the next has trained past its checkpoint at iteration 3
+    (the checkpoint is committed before iteration 4 starts)."""
+    deadline = time.monotonic() + KILL_DEADLINE_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the sweep ended before it could be killed"
+        experiment = client.get_experiment_by_name("toco-sweep-killed")
+        runs = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'") if experiment else []
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        running = [r for r in runs if r.info.status == "RUNNING" and 4 in steps(client, r.info.run_id, "loss/total")]
+        if finished and running:
+            return finished[0], running[0].info.run_name
+        time.sleep(1)
+    raise AssertionError(f"no finished and checkpointed trials within {KILL_DEADLINE_S} s")

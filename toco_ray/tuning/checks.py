@@ -1,0 +1,156 @@
+"""Checks of a parsed search space against the typed config, run before any trial starts.
+
+The config is built for every grid point, both ends of every range and every choice (so a wrongly typed value fails
+with its key), constraints are checked on every point and their feasibility on every range pair, ``model.aux_layer``
+is resolved against the backbone's depth, and an ASHA grace period must end before the schedule does. Each failure
+is a :class:`~toco_ray.tuning.space.SpaceError` naming the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from toco_ray.config import ConfigError, ToCoConfig, flatten
+from toco_ray.tuning.sampling import sampling_order
+from toco_ray.tuning.space import Constraint, SearchSpace, SpaceError, format_value
+
+
+def check_space(space: SearchSpace, extra: Mapping[str, Any] | None = None) -> None:
+    """Builds and checks every config the sweep can produce (``extra``: command-line overrides).
+
+    Raises:
+        SpaceError: a key or value the config rejects, a violated constraint, a bad ``model.aux_layer``,
+            an ASHA grace period beyond the schedule.
+    """
+    base = _build(space, {}, extra, "base.set and the command line" if extra else "base.set")
+    _check_constraint_keys(space, base)
+    if space.kind == "grid":
+        _check_grid(space, extra)
+    else:
+        _check_search(space, base, extra)
+    _check_asha(space, space.config())  # the space as written; a shorter command-line schedule clamps the grace
+
+
+def _build(space: SearchSpace, overrides: Mapping[str, Any], extra: Mapping[str, Any] | None, where: str,
+           seed: int | None = None) -> ToCoConfig:
+    try:
+        cfg = space.config(overrides, seed, extra)
+    except ConfigError as err:
+        raise SpaceError(f"{where}: {err}") from None
+    check_model(cfg, where)
+    return cfg
+
+
+def _check_grid(space: SearchSpace, extra: Mapping[str, Any] | None) -> None:
+    for variant in space.variants:  # each variant alone first, so an error names the variant
+        _build(space, variant.overrides, extra, f"variant {variant.name!r}")
+    for key, values in space.grid.items():
+        for value in values:
+            _build(space, {key: value}, extra, f"grid.{key}")
+    for point in space.grid_points():
+        where = "grid point " + (", ".join(f"{k}={format_value(v)}" for k, v in point.overrides.items()) or "{}")
+        cfg = _build(space, point.overrides, extra, where, point.seed)
+        _check_constraints(space, flatten(cfg), where)
+
+
+def _check_search(space: SearchSpace, base: ToCoConfig, extra: Mapping[str, Any] | None) -> None:
+    for key, param in space.search.items():
+        for value in param.ends():
+            _build(space, {key: value}, extra, f"search.{key}")
+    fixed = flatten(base)
+    for constraint in space.constraints:
+        _check_feasible(space, constraint, fixed)
+    for i, point in enumerate(space.points_to_evaluate):
+        cfg = _build(space, point, extra, f"points_to_evaluate[{i}]")
+        _check_constraints(space, flatten(cfg), f"points_to_evaluate[{i}]")
+    sampling_order(space)  # raises on a cycle
+
+
+def _check_constraint_keys(space: SearchSpace, base: ToCoConfig) -> None:
+    known = flatten(base)
+    for constraint in space.constraints:
+        for key in (constraint.lower, constraint.upper):
+            if key not in known:
+                raise SpaceError(f"constraint '{constraint}': unknown config key {key!r}")
+            if not isinstance(known[key], (int, float)) or isinstance(known[key], bool):
+                raise SpaceError(f"constraint '{constraint}': config key {key!r} is not a number")
+            if key in space.search and not space.search[key].numeric:
+                raise SpaceError(f"constraint '{constraint}': search.{key} is categorical; constrain ranges only")
+
+
+def _check_constraints(space: SearchSpace, values: Mapping[str, Any], where: str) -> None:
+    for constraint in space.constraints:
+        if not constraint.holds(values):
+            raise SpaceError(
+                f"{where}: constraint '{constraint}' does not hold ({constraint.lower} = "
+                f"{values[constraint.lower]!r}, {constraint.upper} = {values[constraint.upper]!r})"
+            )
+
+
+def _check_feasible(space: SearchSpace, constraint: Constraint, fixed: Mapping[str, Any]) -> None:
+    """Sampling fixes the upper key first, then draws the lower one below it: every draw must leave room."""
+    lower, upper = space.search.get(constraint.lower), space.search.get(constraint.upper)
+    low_of_lower = lower.low if lower else fixed[constraint.lower]
+    low_of_upper = upper.low if upper else fixed[constraint.upper]
+    high_of_upper = upper.high if upper else fixed[constraint.upper]
+    if lower and upper and not low_of_lower < low_of_upper:
+        raise SpaceError(
+            f"constraint '{constraint}': search.{constraint.lower}.low ({low_of_lower}) must be below "
+            f"search.{constraint.upper}.low ({low_of_upper}), or some {constraint.upper} leave no valid "
+            f"{constraint.lower}"
+        )
+    if not low_of_lower < high_of_upper:
+        key = constraint.lower if lower else constraint.upper
+        raise SpaceError(
+            f"constraint '{constraint}' can never hold: {constraint.lower} ≥ {low_of_lower} and "
+            f"{constraint.upper} ≤ {high_of_upper} (check search.{key} or base.set)"
+        )
+
+
+def _check_asha(space: SearchSpace, base: ToCoConfig) -> None:
+    if space.asha is None:
+        return
+    grace = space.asha.grace_period(base)
+    if grace >= base.schedule.max_iters:
+        raise SpaceError(
+            f"key 'asha.grace_iters': schedule.seg_start_iter ({base.schedule.seg_start_iter}) + grace_iters "
+            f"({space.asha.grace_iters}) = {grace} must be below schedule.max_iters ({base.schedule.max_iters}): "
+            "ASHA stops trials before their end"
+        )
+
+
+def check_paper_rows(space: SearchSpace) -> None:
+    if space.paper is None or space.kind != "grid":
+        return
+    labels = set(space.row_labels())
+    stray = sorted(set(space.paper.rows) - labels)
+    if stray:
+        raise SpaceError(f"key 'paper.rows': {stray[0]!r} is not a row of this sweep (rows: {sorted(labels)})")
+
+
+def check_model(cfg: ToCoConfig, where: str) -> None:
+    """``model.aux_layer`` must name a block of the backbone (depth from the config or timm's default)."""
+    from toco_ray.models import resolve_block_index
+
+    depth = backbone_depth(cfg.model.backbone, cfg.model.depth)
+    try:
+        resolve_block_index(cfg.model.aux_layer, depth)
+    except ValueError as err:
+        raise SpaceError(f"{where}: config key 'model.aux_layer': {err}") from None
+
+
+_DEPTHS: dict[str, int] = {}
+
+
+def backbone_depth(name: str, depth: int) -> int:
+    """Number of transformer blocks: ``depth`` when set, else timm's default (built on the meta device)."""
+    if depth:
+        return depth
+    if name not in _DEPTHS:
+        import timm
+        import torch
+
+        with torch.device("meta"):
+            _DEPTHS[name] = len(timm.create_model(name, pretrained=False, num_classes=0).blocks)
+    return _DEPTHS[name]
