@@ -1,0 +1,98 @@
+r"""Runs a sweep or a paper ablation on Ray Tune: each trial one distributed training, tracked in MLflow.
+
+Copy-paste:
+
+    python -m pipelines.sweep search_spaces/quick_demo.yaml            # 4 short trials on the synthetic set
+    python -m pipelines.sweep search_spaces/quick_demo.yaml --smoke    # 6 iterations per trial, ≤ 2 trials (CI)
+    python -m pipelines.sweep search_spaces/table5b_crop_size.yaml --data-root /data/VOC2012 --gpus-per-worker 1
+    python -m pipelines.sweep search_spaces/toco_hpo.yaml --data-root /data/VOC2012 --gpus-per-worker 1 \
+        --max-concurrent 4 --num-samples 60
+    python -m pipelines.sweep search_spaces/quick_demo.yaml --no-resume   # a new sweep beside the old one
+    python -m pipelines.report quick_demo                              # its table, plots and time account
+
+Resume is the default: the same command continues an interrupted sweep (finished trials are kept, unfinished ones
+continue from their checkpoints, the Optuna study and the MLflow parent run are reused). Everything lands in
+``--output-dir`` (default ``outputs/``): ``sweeps/<name>/`` (state, Tune, Optuna study, trial runs) and, unless
+``MLFLOW_TRACKING_URI`` is set, the MLflow store ``mlflow.db`` (experiment ``toco-sweep-<space>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pipelines.train import SMOKE_OVERRIDES
+from toco_ray.config import ConfigError, parse_override
+from toco_ray.tracking import TrackingError
+from toco_ray.tuning.cluster import ClusterError
+from toco_ray.tuning.space import SpaceError
+from toco_ray.tuning.sweep import SweepError, SweepRequest, SweepSettings, run_sweep
+
+SMOKE_TRIALS = 2  # --smoke: at most this many trials (Optuna samples, or the first grid points)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("space", help="search-space YAML (see search_spaces/ and toco_ray/tuning/space.py)")
+    parser.add_argument("--data-root", default="", help="dataset root for every trial (sets data.root)")
+    parser.add_argument("--num-samples", type=int, default=0, help="Optuna trials (default: the space's)")
+    parser.add_argument("--max-concurrent", type=int, default=0,
+                        help="trials at once (default: what the cluster allows; one on two CPUs)")
+    parser.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per trial")
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="0 = CPU (gloo); > 0 = GPU (NCCL)")
+    parser.add_argument("--cpus-per-worker", type=float, default=0.0,
+                        help="CPUs per worker (default: the cluster's CPUs shared between concurrent workers)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every trial, repeatable (e.g. --set schedule.max_iters=2000)")
+    parser.add_argument("--no-resume", action="store_true", help="start a new sweep even if this one exists")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"CI: {SMOKE_TRIALS} trials at most, each {SMOKE_OVERRIDES['schedule.max_iters']} "
+                             "iterations")
+    parser.add_argument("--name", default="", help="sweep name (default: the space file's name)")
+    parser.add_argument("--output-dir", default="outputs", help="sweeps folder and the embedded MLflow store")
+    parser.add_argument("--experiment", default="", help="MLflow experiment (default: toco-sweep-<space>)")
+    parser.add_argument("--ray-address", default="", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
+    return parser.parse_args(argv)
+
+
+def build_request(args: argparse.Namespace) -> SweepRequest:
+    """The sweep described by the command line (nothing checked or started yet)."""
+    overrides = dict(parse_override(text) for text in args.overrides)
+    if args.data_root:
+        overrides["data.root"] = str(Path(args.data_root).resolve())
+    if args.smoke:
+        overrides = {**SMOKE_OVERRIDES, **overrides}
+    settings = SweepSettings(
+        num_samples=args.num_samples, max_concurrent=args.max_concurrent, workers_per_trial=args.workers_per_trial,
+        gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker, overrides=overrides,
+        max_trials=SMOKE_TRIALS if args.smoke else 0,
+    )
+    return SweepRequest(
+        space_path=args.space, output_dir=Path(args.output_dir), name=args.name, settings=settings,
+        resume=not args.no_resume, experiment=args.experiment, ray_address=args.ray_address,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not sys.stdout.isatty():  # worker lines reach a log file or pipe: no colour codes around their prefixes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    try:
+        outcome = run_sweep(build_request(args))
+    except (ConfigError, SpaceError, SweepError, ClusterError, TrackingError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"sweep {outcome.name}: {outcome.trials} trial(s), {outcome.errors} failed, {outcome.wall_s:.0f} s of wall "
+        f"time in all sessions\n  MLflow experiment {outcome.experiment!r}, parent run {outcome.parent_run_id}\n"
+        f"  report: python -m pipelines.report {outcome.name} --output-dir {args.output_dir}"
+    )
+    return 1 if outcome.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
