@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from toco_ray.distributed.job import CONFIG_FILE, JobError, TrainJob, auto_worke
 from toco_ray.distributed.loaders import per_worker_batch
 from toco_ray.distributed.loop import WorkerSpec, train_loop_per_worker
 from toco_ray.distributed.progress import say
+from toco_ray.ray_cluster import init_ray
 from toco_ray.tracking import (
     RunLogger,
     artifact_root,
@@ -40,7 +40,6 @@ from toco_ray.tracking import (
     start_run,
 )
 
-LOOPBACK = "127.0.0.1"  # a local cluster stays on loopback (Ray otherwise binds to the machine's IP)
 FORWARDED_ENV = (CACHE_ENV, "HF_HOME", "TORCH_HOME")  # driver settings the workers must see too
 RAY_LOG_LEVEL = "WARNING"  # Ray's own INFO chatter would drown the progress lines
 
@@ -99,23 +98,6 @@ def resolve_resume(job: TrainJob, overrides: dict[str, Any]) -> TrainJob:
 
 
 # --- Ray -------------------------------------------------------------------------------------------------
-def init_ray(address: str = "") -> None:
-    """Joins ``address`` / ``$RAY_ADDRESS`` (set by ``ray job submit``; ``auto`` joins a cluster started with
-    ``ray start`` on this machine), else starts a fresh local cluster."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS", "")
-    common = {"logging_level": logging.WARNING, "log_to_driver": True}
-    if address:
-        ray.init(address=address, **common)
-    else:
-        # the dashboard stays on: without it, placement groups of stopped trials are never freed
-        # "local": a stale cluster address left on this machine must not be joined by surprise
-        ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=True, **common)
-
-
 def resolve_workers(job: TrainJob) -> TrainJob:
     """``workers = 0``: one worker per GPU slot (``--gpus-per-worker``) or CPU slot, reduced to a divisor of the
     global batch. On CPU, several single-threaded workers beat one multi-threaded worker on small models."""

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import math
-import os
 import secrets
 import sys
 import time
@@ -54,7 +52,6 @@ SMOKE_IMAGES = 4  # images per split in --smoke mode
 SMOKE_SEED = 0  # seeds the random network and the generated smoke data
 # A local cluster stays on loopback; address "local" because without an address ray.init joins the cluster named
 # in /tmp/ray/ray_current_cluster (left by any earlier `ray start` on the machine, even a stopped one).
-LOOPBACK = "127.0.0.1"
 LOGGED_SETTINGS = ("checkpoint", "split", "mode", "scales", "crf", "engine")  # MLflow params infer.<key>
 
 
@@ -135,12 +132,9 @@ def compute_session(options: InferenceOptions, needed: bool = True) -> Iterator[
     import ray
 
     from toco_ray.inference.pipeline import plan_stages
+    from toco_ray.ray_cluster import init_ray
 
-    started = not ray.is_initialized()
-    if started:
-        address = options.ray_address or os.environ.get("RAY_ADDRESS", "") or "local"
-        local = {"_node_ip_address": LOOPBACK} if address == "local" else {}
-        ray.init(address=address, logging_level=logging.WARNING, **local)
+    started = init_ray(options.ray_address)
     try:
         yield plan_stages(ray.cluster_resources(), options.workers, options.gpus_per_worker,
                           options.cpus_per_worker, options.cpu_stage_cpus)

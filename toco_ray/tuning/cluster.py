@@ -4,23 +4,16 @@ Each trial is a Tune function that only waits on its ``TorchTrainer``; the Train
 trial function therefore asks for no CPU but for one unit of a custom ``trial_slot`` resource (Tune rejects a
 trial that asks for nothing), which a local cluster is started with. On two CPUs, two trials × one CPU each
 would leave nothing for their workers: the workers' CPUs are sized from the cluster, never from constants.
-
-A local cluster pins its dashboard port and tells every task and actor of the job where it is
-(``RAY_API_SERVER_ADDRESS``): Ray Train's placement-group cleaner — what frees the workers of a trial that ASHA
-stopped — finds the state API through it, and without it gives up whenever a second Ray instance runs on the
-same machine, leaving later trials waiting for CPUs forever.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import socket
 from dataclasses import dataclass
 
+from toco_ray.ray_cluster import free_port, init_ray  # noqa: F401  (free_port: kept importable from here)
+
 TRIAL_SLOT = "trial_slot"
-LOOPBACK = "127.0.0.1"
-API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 # The trial function's CPU share on a joined cluster that has no trial_slot resource: it only waits.
 WAITING_CPU = 0.01
 MIN_CPUS_PER_WORKER = 2  # automatic concurrency: each worker gets at least this many CPUs (compute + loading)
@@ -33,33 +26,7 @@ class ClusterError(RuntimeError):
 def start_ray(address: str = "", slots: int = 0) -> None:
     """Joins ``address`` / ``$RAY_ADDRESS``, or starts a local cluster with ``slots`` trial slots (default: one
     per CPU, an upper bound: concurrency is set by ``max_concurrent``). Does nothing if Ray is already up."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS", "")
-    common = {"logging_level": logging.WARNING, "log_to_driver": True}
-    if address:
-        ray.init(address=address, **common)
-        return
-    port = free_port()
-    ray.init(
-        address="local",  # a new cluster, never one named by /tmp/ray/ray_current_cluster (an earlier `ray start`)
-        _node_ip_address=LOOPBACK,
-        include_dashboard=True,  # without the dashboard, ASHA-stopped trials' placement groups are never freed
-        dashboard_host=LOOPBACK,
-        dashboard_port=port,
-        resources={TRIAL_SLOT: slots or os.cpu_count() or 1},
-        runtime_env={"env_vars": {API_SERVER_ENV: f"http://{LOOPBACK}:{port}"}},
-        **common,
-    )
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+    init_ray(address, resources={TRIAL_SLOT: slots or os.cpu_count() or 1})
 
 
 @dataclass(frozen=True)

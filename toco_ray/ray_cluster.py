@@ -1,0 +1,53 @@
+"""Joining a Ray cluster, or starting a local one that behaves when other Ray instances share the machine.
+
+A local cluster stays on loopback, pins its dashboard port and tells every task and actor of the job where the
+dashboard's API server is (``RAY_API_SERVER_ADDRESS``). Ray Train's placement-group cleaner — what frees the
+workers of a finished or stopped run — finds the state API through it; without it, it gives up whenever a second
+Ray instance runs on the same machine ("Found multiple active Ray instances") and later runs wait for CPUs forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+LOOPBACK = "127.0.0.1"  # a local cluster stays on loopback (Ray otherwise binds to the machine's IP)
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+
+
+def init_ray(address: str = "", resources: dict[str, float] | None = None) -> bool:
+    """Joins ``address`` / ``$RAY_ADDRESS`` (set by ``ray job submit``; ``auto`` joins a cluster started with
+    ``ray start`` on this machine), else starts a fresh local cluster with the extra custom ``resources``.
+
+    Returns:
+        True if this call started or joined Ray, False if Ray was already initialised (nothing done).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS", "")
+    common = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if address and address != "local":
+        ray.init(address=address, **common)
+        return True
+    port = free_port()
+    ray.init(
+        address="local",  # a new cluster, never one named by /tmp/ray/ray_current_cluster (an earlier `ray start`)
+        _node_ip_address=LOOPBACK,
+        include_dashboard=True,  # the placement-group cleaner needs the dashboard's state API
+        dashboard_host=LOOPBACK,
+        dashboard_port=port,
+        resources=resources,
+        runtime_env={"env_vars": {API_SERVER_ENV: f"http://{LOOPBACK}:{port}"}},
+        **common,
+    )
+    return True
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
