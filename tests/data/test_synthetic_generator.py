@@ -10,7 +10,7 @@ from PIL import Image
 from pipelines.make_synthetic import main as make_synthetic_main
 from toco_ray.data import VOCDataset, generate_dataset, labels_from_mask, render_sample
 from toco_ray.data.labels import load_label_file
-from toco_ray.data.synthetic import NUM_CLASSES, SIDE_RANGE
+from toco_ray.data.synthetic import CLASS_HUE_SPREAD, CLASS_HUES, CLASS_HUES_B, NUM_CLASSES, SIDE_RANGE
 
 pytestmark = pytest.mark.unit
 
@@ -57,7 +57,8 @@ def test_mask_png_round_trips_exactly(tmp_path):
 
 
 def test_image_properties_over_many_samples():
-    sizes, class_counts, instance_colors, void_fractions = [], [], {}, []
+    sizes, class_counts, void_fractions = [], [], []
+    instance_hues, background_saturation, object_saturation = {}, [], []
     for i in range(60):
         image, mask = render_sample(np.random.default_rng([0, 0, i]))
         h, w = mask.shape
@@ -65,21 +66,33 @@ def test_image_properties_over_many_samples():
         present = labels_from_mask(mask, NUM_CLASSES)
         class_counts.append(int(present.sum()))
         background = image[mask == 0].astype(np.float32)
+        hsv = np.asarray(Image.fromarray(image).convert("HSV"), dtype=np.float32) / 255.0
+        background_saturation.append(np.median(hsv[mask == 0, 1]))
         assert background.std(axis=0).min() > 10, "background must be textured, not a flat colour"
         # a void band separates every two different labels: no 4-neighbours carry two different non-void ids
         for a, b in ((mask[1:], mask[:-1]), (mask[:, 1:], mask[:, :-1])):
             assert not np.any((a != b) & (a != 255) & (b != 255))
         void_fractions.append(float((mask == 255).mean()))
         for c in np.flatnonzero(present):
-            instance_colors.setdefault(int(c), []).append(np.median(image[mask == c + 1], axis=0))
+            instance_hues.setdefault(int(c), []).extend(hsv[mask == c + 1, 0])
+            object_saturation.append(np.median(hsv[mask == c + 1, 1]))
     lo, hi = SIDE_RANGE
     assert all(lo <= s <= hi and s % 16 for hw in sizes for s in hw) and all(h != w for h, w in sizes)
     assert set(class_counts) == {1, 2, 3, 4}
     assert min(void_fractions) > 0 and max(void_fractions) < 0.15
-    # classes are not colour-coded: the dominant (median) colour of one class varies a lot between instances.
-    # Measured: ~46 here; ~7 when every instance's main colour is its class hue at full saturation.
-    spreads = [np.std(colors, axis=0).mean() for colors in instance_colors.values() if len(colors) >= 4]
-    assert len(spreads) >= 5 and np.median(spreads) > 25
+    # an instance is painted in its class's two hues (± the spread, plus pixel noise); the background is dull
+    for c, hues in instance_hues.items():
+        pair = np.array([CLASS_HUES[c], CLASS_HUES_B[c] % 1.0])
+        distance = np.abs((np.asarray(hues)[:, None] - pair[None] + 0.5) % 1.0 - 0.5).min(axis=1)
+        assert np.mean(distance <= CLASS_HUE_SPREAD + 0.03) > 0.9, f"class {c}: pixels off its two hues"
+    assert np.median(background_saturation) < 0.25 < np.median(object_saturation)
+
+
+def test_no_single_hue_identifies_a_class():
+    # every hue is the first colour of one class and the second colour of another: only the pair is a class
+    assert sorted(CLASS_HUES) == pytest.approx(sorted(h % 1.0 for h in CLASS_HUES_B))
+    assert all(abs(a - b % 1.0) > 0.05 for a, b in zip(CLASS_HUES, CLASS_HUES_B))
+    assert len(set(zip(CLASS_HUES, CLASS_HUES_B))) == NUM_CLASSES
 
 
 def test_co_occurring_pairs_appear_together_more_often_than_chance():
