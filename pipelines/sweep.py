@@ -13,7 +13,9 @@ Copy-paste:
 Resume is the default: the same command continues an interrupted sweep (finished trials are kept, unfinished ones
 continue from their checkpoints, the Optuna study and the MLflow parent run are reused). Everything lands in
 ``--output-dir`` (default ``outputs/``): ``sweeps/<name>/`` (state, Tune, Optuna study, trial runs) and, unless
-``MLFLOW_TRACKING_URI`` is set, the MLflow store ``mlflow.db`` (experiment ``toco-sweep-<space>``).
+``MLFLOW_TRACKING_URI`` is set, the MLflow store ``mlflow.db`` (experiment ``toco-sweep-<space>``). On a cluster
+(``cluster.yaml``), ``--output-dir`` is on shared storage and the Optuna study goes to the head node's database
+(``--optuna-storage``, set there through ``$TOCO_OPTUNA_STORAGE``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from toco_ray.tuning.space import SpaceError
 from toco_ray.tuning.sweep import SweepError, SweepRequest, SweepSettings, run_sweep
 
 SMOKE_TRIALS = 2  # --smoke: at most this many trials (Optuna samples, or the first grid points)
+OPTUNA_STORAGE_ENV = "TOCO_OPTUNA_STORAGE"  # default of --optuna-storage; cluster.yaml sets it on the head node
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", default="outputs", help="sweeps folder and the embedded MLflow store")
     parser.add_argument("--experiment", default="", help="MLflow experiment (default: toco-sweep-<space>)")
     parser.add_argument("--ray-address", default="", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
+    parser.add_argument("--optuna-storage", default=os.environ.get(OPTUNA_STORAGE_ENV, ""),
+                        help=f"database of a new Optuna sweep's study, e.g. sqlite:////abs/optuna.db (default: "
+                             f"${OPTUNA_STORAGE_ENV}, else optuna.db in the sweep folder)")
     return parser.parse_args(argv)
 
 
@@ -74,6 +80,7 @@ def build_request(args: argparse.Namespace) -> SweepRequest:
     return SweepRequest(
         space_path=args.space, output_dir=Path(args.output_dir), name=args.name, settings=settings,
         resume=not args.no_resume, experiment=args.experiment, ray_address=args.ray_address,
+        optuna_storage=args.optuna_storage,
     )
 
 

@@ -11,7 +11,8 @@ Resume is the default. A sweep lives in ``<output>/sweeps/<name>/``::
     tune/         Tune's experiment state (``Tuner.restore`` continues it: finished trials are kept, unfinished
                   ones continue from their training checkpoints)
     optuna.db     the Optuna study (SQLite; the driver is its only writer); TPE seeded by ``train.seed``'s first
-                  value, so a sweep samples the same points every time
+                  value, so a sweep samples the same points every time. ``optuna_storage`` puts the study in
+                  another database instead (a cluster keeps it on the head node; see cluster.yaml)
     runs/<run>/   each trial's training run: checkpoints and resolved config
     report/       what ``python -m pipelines.report`` writes
 
@@ -112,6 +113,7 @@ class SweepRequest:
     resume: bool = True
     experiment: str = ""
     ray_address: str = ""
+    optuna_storage: str = ""  # Optuna study database URL (default: optuna.db in the sweep folder)
 
 
 @dataclass
@@ -126,6 +128,7 @@ class Sweep:
     settings: SweepSettings
     state: dict[str, Any]
     resumed: bool
+    optuna_storage: str = ""
 
     @property
     def tune_dir(self) -> Path:
@@ -133,7 +136,7 @@ class Sweep:
 
     @property
     def optuna_url(self) -> str:
-        return f"sqlite:///{self.dir / OPTUNA_DB}"
+        return self.optuna_storage or f"sqlite:///{self.dir / OPTUNA_DB}"
 
 
 @dataclass
@@ -183,9 +186,35 @@ def prepare_sweep(request: SweepRequest) -> Sweep:
     tracking_uri = resolve_tracking_uri(output_dir)
     check_tracking_uri(tracking_uri)
     experiment = state.get("experiment") or request.experiment or EXPERIMENT_PREFIX + space.name
-    sweep = Sweep(space, name, folder, tracking_uri, experiment, settings, state, resumed=bool(state))
+    sweep = Sweep(space, name, folder, tracking_uri, experiment, settings, state, resumed=bool(state),
+                  optuna_storage=optuna_storage(request, state, space, name))
     check_trial_data(sweep)
     return sweep
+
+
+def optuna_storage(request: SweepRequest, state: dict[str, Any], space: SearchSpace, name: str) -> str:
+    """The study database of an Optuna sweep: the one a resumed sweep started with, else ``request.optuna_storage``
+    (empty: ``optuna.db`` in the sweep folder). A new sweep refuses a shared database that already holds a study of
+    its name: it would continue another sweep's study."""
+    if state:  # a resumed sweep keeps its study
+        stored = (state.get("optuna") or {}).get("storage", "")
+        if stored.endswith(f"/{SWEEPS_DIR}/{name}/{OPTUNA_DB}"):
+            return ""  # the sweep folder's own study: found from the folder, wherever the folder has moved
+        if stored and request.optuna_storage and request.optuna_storage != stored:
+            print(f"note: sweep {name!r} continues its Optuna study in {stored}", flush=True)
+        return stored
+    if space.kind != "optuna" or not request.optuna_storage:
+        return ""
+    import optuna
+
+    try:
+        existing = optuna.study.get_all_study_names(storage=request.optuna_storage)
+    except Exception as err:  # any driver or connection error: the database cannot be used
+        raise SweepError(f"Optuna storage {request.optuna_storage} cannot be opened: {err}") from None
+    if name in existing:
+        raise SweepError(f"Optuna storage {request.optuna_storage} already holds a study named {name!r} that no sweep "
+                         f"folder under this --output-dir continues; give the new sweep another --name")
+    return request.optuna_storage
 
 
 def check_trial_data(sweep: Sweep) -> None:
