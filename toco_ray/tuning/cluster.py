@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from toco_ray.ray_cluster import free_port, init_ray  # noqa: F401  (free_port: kept importable from here)
+from toco_ray.ray_cluster import init_ray
 
 TRIAL_SLOT = "trial_slot"
 # The trial function's CPU share on a joined cluster that has no trial_slot resource: it only waits.

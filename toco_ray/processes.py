@@ -1,0 +1,104 @@
+"""Background services (an MLflow server, a ``ray start --block`` node) started in a session of their own and stopped
+by that session's id, never by a process name.
+
+A service started with ``start_new_session=True`` leads a new session whose id is its pid. Every process it forks
+stays in that session, even those that open a process group of their own (Ray's workers do), so stopping the
+session reaches all of them and nothing else on the machine: not another Ray cluster, not another MLflow server.
+
+Example:
+    >>> proc = start_service(["mlflow", "server", "--port", "5000"], Path("outputs/mlflow-server.log"))
+    >>> stop_session(proc.pid)          # SIGTERM, then SIGKILL whatever is left after the grace period
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+POLL_S = 0.2  # how often a stopping session is looked at again
+KILL_WAIT_S = 5.0  # after SIGKILL, how long to wait for the kernel to take the processes away
+
+
+def start_service(command: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
+                  cwd: str | os.PathLike | None = None) -> subprocess.Popen:
+    """Starts ``command`` as the leader of a new session, stdout and stderr appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True)
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of the live processes (zombies excluded) in session ``sid``, read from ``/proc``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        # /proc/<pid>/stat: "pid (comm) state ppid pgrp session ..."; comm may hold spaces and parentheses
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(entry.name))
+    return members
+
+
+def stop_session(sid: int, grace_s: float = 10.0, leader_only: bool = False) -> list[int]:
+    """Stops every process of session ``sid``: SIGTERM, then SIGKILL for what is still alive after ``grace_s``.
+
+    Args:
+        sid: the session id, i.e. the pid of the process started by :func:`start_service`.
+        grace_s: seconds the processes get to exit on SIGTERM.
+        leader_only: send SIGTERM to the leader alone and let it stop its children (``ray start --block`` drains
+            its node in order this way; a SIGTERM to all of them at once kills the GCS under a draining raylet).
+
+    Returns:
+        The pids that had to be killed (empty when everything exited on SIGTERM).
+    """
+    members = session_members(sid)
+    if not members:
+        return []
+    targets = [sid] if leader_only and sid in members else members
+    _signal(targets, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        _reap(sid)
+        if not session_members(sid):
+            return []
+        time.sleep(POLL_S)
+    stubborn = session_members(sid)
+    _signal(stubborn, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_WAIT_S
+    while session_members(sid) and time.monotonic() < deadline:
+        _reap(sid)
+        time.sleep(POLL_S)
+    _reap(sid)
+    return stubborn
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` is a live process (not a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _signal(pids: Sequence[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _reap(pid: int) -> None:
+    # a leader started by this process stays a zombie until it is waited for
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
