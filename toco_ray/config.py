@@ -216,7 +216,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data.grayscale_p": 0.0,  # likewise no greyscale
         "ctc.local_crop_size": 32,
         "ctc.n_local_crops": 4,
-        "schedule.max_iters": 500,  # about 8 minutes with two CPU workers
+        "schedule.max_iters": 500,  # about 5.5 minutes with two CPU workers
         "schedule.seg_start_iter": 150,
         "schedule.eval_every": 250,
         "schedule.log_every": 20,

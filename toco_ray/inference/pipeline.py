@@ -208,7 +208,7 @@ def run_pipeline(
     )
     ds = ds.map_batches(refine_batch, fn_kwargs={"task": task}, batch_size=1, num_cpus=plan.cpu_stage_cpus)
     ds = ds.map_batches(finish_batch, fn_kwargs={"task": task}, batch_size=1, num_cpus=plan.cpu_stage_cpus)
-    with _own_progress_bar():
+    with _data_context():
         for row in ds.iter_rows():
             record = json.loads(row["record"]) if row["record"] else None
             on_result(str(row["name"]), str(row["error"]), record)
@@ -229,17 +229,23 @@ def run_crf_stage(
     """
     ds = ray.data.from_items([{**r, "error": ""} for r in rows], override_num_blocks=len(rows))
     ds = ds.map_batches(refine_batch, fn_kwargs={"task": task}, batch_size=1, num_cpus=cpus_per_task)
-    with _own_progress_bar():
+    with _data_context():
         return list(ds.iter_rows())
 
 
 @contextlib.contextmanager
-def _own_progress_bar() -> Iterator[None]:
-    # Ray Data's per-operator bars would interleave with the driver's one-line bar (images/s, ETA)
+def _data_context() -> Iterator[None]:
+    """Ray Data settings for one run of our pipeline, restored afterwards.
+
+    Progress bars off: Ray Data's per-operator bars would interleave with the driver's one-line bar (images/s,
+    ETA). Per-operator resource reservation off: it splits the cluster between the operators ahead of time, which
+    on a two-core machine leaves the CRF stage one task at a time (``backpressured:tasks(ResourceBudget)``) while
+    the other core idles; our stages are sized by :func:`plan_stages`, so one shared budget is enough.
+    """
     context = ray.data.DataContext.get_current()
-    previous, context.enable_progress_bars = context.enable_progress_bars, False
+    previous = context.enable_progress_bars, context.op_resource_reservation_enabled
+    context.enable_progress_bars, context.op_resource_reservation_enabled = False, False
     try:
         yield
     finally:
-        context.enable_progress_bars = previous
-
+        context.enable_progress_bars, context.op_resource_reservation_enabled = previous
