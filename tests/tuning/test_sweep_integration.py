@@ -17,6 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines import report as report_cli
+from toco_ray.distributed.faults import HOLD_ENV, HOLD_MARKER
 from toco_ray.tracking import resolve_tracking_uri
 from toco_ray.tuning.sweep import STATE_FILE, SweepRequest, SweepSettings, read_state, run_sweep
 from toco_ray.tuning.trial import OPTUNA_NUMBER_TAG, ROLE_TAG, ROW_TAG, SEED_TAG, STOPPED_TAG, TRIAL_ID_TAG
@@ -145,10 +146,10 @@ def test_killed_sweep_resumes_without_rerunning_a_finished_trial(sweep_ray, writ
     command = [sys.executable, "-m", "pipelines.sweep", str(space), "--output-dir", str(tmp_path)]
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                             env={**os.environ, "RAY_ADDRESS": ""})
+                             env={**os.environ, "RAY_ADDRESS": "", HOLD_ENV: "-p01-@3"})
     client = MlflowClient(tracking_uri=resolve_tracking_uri(tmp_path))
-    try:
-        finished, interrupted = wait_for_one_finished_and_one_checkpointed(client, first)
+    try:  # the second trial stops before its 4th iteration, after the checkpoint at 3, until it is killed
+        finished, interrupted = wait_for_one_finished_and_one_held(client, first, tmp_path / "sweeps" / "killed")
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the driver and the cluster it started, mid-trial
         first.wait()
@@ -170,17 +171,16 @@ def test_killed_sweep_resumes_without_rerunning_a_finished_trial(sweep_ray, writ
     assert (tmp_path / "sweeps" / "killed" / STATE_FILE).is_file()
 
 
-def wait_for_one_finished_and_one_checkpointed(client, process) -> tuple:
-    """Polls MLflow until one trial has finished and the next has trained past its checkpoint at iteration 3
-    (the checkpoint is committed before iteration 4 starts)."""
+def wait_for_one_finished_and_one_held(client, process, sweep_dir: Path) -> tuple:
+    """Polls until one trial has finished and the next is held by the hold hook (its ``held`` marker exists)."""
     deadline = time.monotonic() + KILL_DEADLINE_S
     while time.monotonic() < deadline:
         assert process.poll() is None, "the sweep ended before it could be killed"
+        held = sorted(sweep_dir.glob(f"runs/*/{HOLD_MARKER}"))
         experiment = client.get_experiment_by_name("toco-sweep-killed")
         runs = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'") if experiment else []
         finished = [r for r in runs if r.info.status == "FINISHED"]
-        running = [r for r in runs if r.info.status == "RUNNING" and 4 in steps(client, r.info.run_id, "loss/total")]
-        if finished and running:
-            return finished[0], running[0].info.run_name
+        if finished and held:
+            return finished[0], held[0].parent.name
         time.sleep(1)
-    raise AssertionError(f"no finished and checkpointed trials within {KILL_DEADLINE_S} s")
+    raise AssertionError(f"no finished and held trials within {KILL_DEADLINE_S} s")

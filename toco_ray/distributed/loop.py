@@ -36,7 +36,7 @@ from toco_ray.checkpointing import (
 from toco_ray.config import ToCoConfig, flatten
 from toco_ray.data import denormalize
 from toco_ray.distributed import comm, progress
-from toco_ray.distributed.faults import maybe_fail
+from toco_ray.distributed.faults import maybe_fail, maybe_hold
 from toco_ray.distributed.loaders import TrainStream, per_worker_batch, probe_batch, train_views, val_loader, val_views
 from toco_ray.engine import build_objective, to_device, train_step, unwrap
 from toco_ray.evaluation import KINDS, eval_metrics, eval_mode, evaluate, predict, summarize
@@ -219,6 +219,7 @@ class WorkerLoop:
         period = PeriodStats()
         for iteration in range(start, schedule.max_iters):
             maybe_fail(iteration, worker.rank, worker.world_size, self.spec.run_dir)
+            maybe_hold(iteration, self.spec.run_dir)
             batch = to_device(next(stream), worker.device)
             period.add(train_step(self.ddp, self.optimizer, self.scheduler, batch, iteration, self.autocast))
             self.clock.tick()
