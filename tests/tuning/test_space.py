@@ -108,7 +108,8 @@ def test_grid_points_enumerate_rows_then_seeds_with_unique_slugs():
          "constraint 'cam.low_thre < cam.high_thre' can never hold"),
         ("base: {preset: synthetic}\nkind: grid\ngrid: {model.aux_layer: [1, 4]}\n",
          "grid.model.aux_layer: config key 'model.aux_layer': model.aux_layer=4 is outside the backbone's 4 blocks"),
-        ("base: {preset: synthetic}\nkind: grid\ngrid: {loss.w_ptc: [0.1]}\nasha: {grace_iters: 500}\n",
+        ("base: {preset: synthetic, set: {schedule.seg_start_iter: 200, schedule.max_iters: 600}}\nkind: grid\n"
+         "grid: {loss.w_ptc: [0.1]}\nasha: {grace_iters: 500}\n",
          "key 'asha.grace_iters': schedule.seg_start_iter (200) + grace_iters (500) = 700 must be below"),
         ("base: {preset: synthetic}\nkind: grid\ngrid: {loss.w_ptc: [0.1]}\nmetric: miou\n",
          "key 'metric' is 'miou'"),
