@@ -15,7 +15,6 @@ Copy-paste:
 from __future__ import annotations
 
 import argparse
-import logging
 import multiprocessing
 import os
 import tempfile
@@ -31,6 +30,7 @@ from toco_ray.data import build_dataset, generate_dataset
 from toco_ray.data.transforms import resize_image
 from toco_ray.inference.checkpoint import build_inference_model
 from toco_ray.inference.steps import InferenceTask, infer_item, read_item, refine_item
+from toco_ray.ray_cluster import init_ray
 
 VOC_SIZE = (375, 500)  # (H, W) of a typical VOC image
 SEED = 0
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [{**item, **score} for item, score in zip(items, scores)]
     # a plain process pool of the same size: what the machine allows in parallel, without Ray
     pool = multiprocessing.get_context("spawn").Pool(int(os.cpu_count() // args.crf_cpus))
-    ray.init(address="local", _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
+    init_ray("local")
     try:
         start = time.perf_counter()
         time_ray(task, rows[:2], args.crf_cpus)  # starts the task workers and imports the code there

@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from toco_ray.processes import pid_alive, start_service, stop_session
+from toco_ray.ray_cluster import LOOPBACK
 from toco_ray.tracking import ARTIFACT_DIR, DB_FILE, TrackingError, check_tracking_uri
 
-LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 5000  # MLflow's own default
 WILDCARD_HOSTS = ("0.0.0.0", "::")
 PID_FILE = "mlflow-server.pid"

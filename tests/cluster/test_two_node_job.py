@@ -29,7 +29,7 @@ import pytest
 
 from toco_ray.data.synthetic import generate_dataset
 from toco_ray.processes import session_members, start_service, stop_session
-from toco_ray.ray_cluster import free_port
+from toco_ray.ray_cluster import LOOPBACK, free_port
 from toco_ray.tracking_server import PID_FILE, READY_TIMEOUT_S
 from toco_ray.tuning.trial import ROLE_TAG
 
@@ -37,7 +37,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # ray, python: the test's own environment
-LOOPBACK = "127.0.0.1"
 NODES_UP_S = 90  # both nodes registered
 JOB_DEADLINE_S = 300  # the smoke sweep: about 2 minutes on two cores
 NODE_GRACE_S = 15  # a node drains on SIGTERM before it is killed

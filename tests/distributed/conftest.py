@@ -1,46 +1,14 @@
-"""Shared fixtures: a tiny generated dataset, a tiny config, and one local Ray cluster for the whole session."""
+"""A tiny config on the shared tiny dataset (tests/conftest.py)."""
 
 
 import pytest
 
 from toco_ray.config import build_config
-from toco_ray.data.synthetic import generate_dataset
-
-NUM_TRAIN, NUM_VAL = 16, 8
-
-# Small enough for a few seconds per iteration on two cores, yet every stage runs: the seg branch switches on at
-# iteration 3, two evaluations (3 and 6) write two checkpoints.
-TINY = {
-    "data.crop_size": 64,
-    "data.val_size": 64,
-    "data.num_workers": 0,
-    "ctc.local_crop_size": 24,
-    "ctc.n_local_crops": 2,
-    "model.depth": 2,
-    "model.aux_layer": -1,
-    "train.global_batch": 4,
-    "schedule.max_iters": 6,
-    "schedule.eval_every": 3,
-    "schedule.log_every": 1,
-    "schedule.seg_start_iter": 3,
-    "optim.warmup_iters": 2,
-    "eval.num_probe_images": 2,
-}
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory):
-    return generate_dataset(tmp_path_factory.mktemp("synthetic"), NUM_TRAIN, NUM_VAL, seed=0)
 
 
 @pytest.fixture
-def tiny_overrides():
-    return dict(TINY)
-
-
-@pytest.fixture
-def tiny_cfg(tiny_root):
+def tiny_cfg(tiny_root, tiny_overrides):
     def make(**overrides):
-        return build_config("synthetic", {**TINY, "data.root": str(tiny_root), **overrides})
+        return build_config("synthetic", {**tiny_overrides, "data.root": str(tiny_root), **overrides})
 
     return make

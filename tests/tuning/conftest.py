@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny generated dataset, tiny search spaces, one local Ray cluster with trial slots."""
+"""Tiny search spaces over the shared tiny dataset and config (tests/conftest.py), a Ray cluster with trial slots."""
 
 import textwrap
 from pathlib import Path
@@ -6,41 +6,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from toco_ray.data.synthetic import generate_dataset
-
-NUM_TRAIN, NUM_VAL = 16, 8
-
-# A few seconds per trial on two cores, yet every stage runs: seg switches on at iteration 3, two evaluations
-# (3 and 6), each with a checkpoint.
-TINY = {
-    "data.crop_size": 64,
-    "data.val_size": 64,
-    "data.num_workers": 0,
-    "ctc.local_crop_size": 24,
-    "ctc.n_local_crops": 2,
-    "model.depth": 2,
-    "model.aux_layer": -1,
-    "train.global_batch": 4,
-    "schedule.max_iters": 6,
-    "schedule.eval_every": 3,
-    "schedule.log_every": 1,
-    "schedule.seg_start_iter": 3,
-    "optim.warmup_iters": 2,
-    "eval.num_probe_images": 2,
-}
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory) -> Path:
-    return generate_dataset(tmp_path_factory.mktemp("synthetic"), NUM_TRAIN, NUM_VAL, seed=0)
-
 
 @pytest.fixture
-def write_space(tmp_path, tiny_root):
+def write_space(tmp_path, tiny_root, tiny_overrides):
     """``write_space(name, **keys)``: a search-space file over the tiny config on the generated dataset."""
 
     def write(name: str, body: str) -> Path:
-        base = {"preset": "synthetic", "set": {**TINY, "data.root": str(tiny_root)}}
+        base = {"preset": "synthetic", "set": {**tiny_overrides, "data.root": str(tiny_root)}}
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump({"base": base}, sort_keys=False) + textwrap.dedent(body))
         return path

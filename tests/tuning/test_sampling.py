@@ -1,24 +1,14 @@
 """Optuna's define-by-run space: the paper point first, and β_l < β_h in every sample by construction."""
 
-import textwrap
-from pathlib import Path
-
 import optuna
 import pytest
+from space_files import SPACES, write
 
 from toco_ray.config import flatten
 from toco_ray.tuning.sampling import ConstrainedSpace
 from toco_ray.tuning.space import load_space
 
 pytestmark = pytest.mark.unit
-
-SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
-
-
-def write(tmp_path, text: str) -> Path:
-    path = tmp_path / "space.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def test_hpo_paper_point_is_enqueued_first_and_every_sample_keeps_beta_l_below_beta_h():

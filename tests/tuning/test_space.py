@@ -1,23 +1,13 @@
 """Search spaces: the shipped ones load and mean what the paper's tables mean; bad ones fail naming the key."""
 
-import textwrap
-from pathlib import Path
-
 import pytest
+from space_files import SPACES, write
 
 from toco_ray.config import flatten
 from toco_ray.tuning import paper
 from toco_ray.tuning.space import SpaceError, load_space
 
 pytestmark = pytest.mark.unit
-
-SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
-
-
-def write(tmp_path, text: str) -> Path:
-    path = tmp_path / "space.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 @pytest.mark.parametrize(
