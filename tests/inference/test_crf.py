@@ -1,5 +1,9 @@
 """Dense CRF wrapper: shapes, probabilities, the smoothing it is for, and its input checks."""
 
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -57,3 +61,36 @@ def test_size_mismatch_names_both_sizes():
         dense_crf(image[:, :-1], probs, CFG)
     with pytest.raises(ValueError, match="H×W×3 uint8"):
         dense_crf(image.astype(np.float32), probs, CFG)
+
+
+FREED_BYTES_PROBE = """
+import ctypes, sys
+import numpy as np
+from toco_ray import crf
+
+class MallInfo2(ctypes.Structure):  # glibc's struct mallinfo2: ten size_t fields
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "keep":
+    assert crf.keep_freed_memory()
+buffer = np.ones(4 << 20, np.float32)  # 16 MB, the size of one 21-label 500×375 buffer
+del buffer
+print(libc.mallinfo2().fordblks)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt tuning exists only on glibc")
+def test_freed_crf_sized_buffers_stay_in_the_process_once_tuned():
+    # glibc's default hands a 16 MB buffer back to the kernel on free (so the next one page-faults in again);
+    # tuned, the freed bytes stay in the heap for the next allocation. Fresh interpreters: the tuning is global.
+    def freed_bytes(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", FREED_BYTES_PROBE, mode], check=True, capture_output=True,
+                             text=True)
+        return int(out.stdout)
+
+    assert freed_bytes("default") < 1 << 20
+    assert freed_bytes("keep") >= 16 << 20

@@ -194,8 +194,14 @@ def run_pipeline(
     if not indices:
         return
     weights = ray.put({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    items = [{"index": int(i)} for i in indices]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = dataset_of([{"index": int(i)} for i in indices])
+    for row in _stages(ds, task, dataset, weights, plan).iter_rows():
+        record = json.loads(row["record"]) if row["record"] else None
+        on_result(str(row["name"]), str(row["error"]), record)
+
+
+def _stages(ds: ray.data.Dataset, task: InferenceTask, dataset: SegDataset, weights: Any, plan: StagePlan):
+    """Appends the infer, refine and finish stages to a dataset of image indices."""
     gpu_args = {"num_gpus": plan.gpus_per_worker} if plan.gpus_per_worker > 0 else {}
     ds = ds.map_batches(
         InferWorker,
@@ -207,30 +213,41 @@ def run_pipeline(
         **gpu_args,
     )
     ds = ds.map_batches(refine_batch, fn_kwargs={"task": task}, batch_size=1, num_cpus=plan.cpu_stage_cpus)
-    ds = ds.map_batches(finish_batch, fn_kwargs={"task": task}, batch_size=1, num_cpus=plan.cpu_stage_cpus)
-    with _data_context():
-        for row in ds.iter_rows():
-            record = json.loads(row["record"]) if row["record"] else None
-            on_result(str(row["name"]), str(row["error"]), record)
+    return ds.map_batches(finish_batch, fn_kwargs={"task": task}, batch_size=1, num_cpus=plan.cpu_stage_cpus)
 
 
-def run_crf_stage(
-    task: InferenceTask, rows: Sequence[dict[str, Any]], cpus_per_task: float = 1.0
-) -> list[dict[str, Any]]:
-    """Runs only the refine stage (dense CRF) over precomputed rows; used to benchmark it against a loop.
+def crf_stage_input(rows: Sequence[dict[str, Any]]) -> ray.data.Dataset:
+    """Puts precomputed rows in the object store, one block per image, where the inference stage leaves them.
+
+    Args:
+        rows: dicts with ``name``, ``image``, ``mask``, ``label``, ``read_s`` and the mode's scores.
+    """
+    return dataset_of([{**r, "error": ""} for r in rows])
+
+
+def run_crf_stage(task: InferenceTask, ds: ray.data.Dataset, cpus_per_task: float = 1.0) -> list[dict[str, Any]]:
+    """Runs only the refine stage (dense CRF) over :func:`crf_stage_input`; used to benchmark it against a loop.
 
     Args:
         task: a task with ``crf=True``.
-        rows: dicts with ``name``, ``image``, ``mask``, ``label``, ``read_s`` and the mode's scores.
+        ds: the rows, from :func:`crf_stage_input`.
         cpus_per_task: CPUs reserved per CRF task (1 = one CRF per core).
 
     Returns:
         The refined rows (label maps and ``crf_s``), in completion order.
     """
-    ds = ray.data.from_items([{**r, "error": ""} for r in rows], override_num_blocks=len(rows))
     ds = ds.map_batches(refine_batch, fn_kwargs={"task": task}, batch_size=1, num_cpus=cpus_per_task)
+    return list(ds.iter_rows())
+
+
+def dataset_of(items: list[dict[str, Any]]) -> ray.data.Dataset:
+    """A dataset of one block per item, created under our :class:`~ray.data.DataContext` settings.
+
+    A dataset keeps a copy of the context current when it is created and runs with that copy, so the settings
+    must be in place here, not around the iteration.
+    """
     with _data_context():
-        return list(ds.iter_rows())
+        return ray.data.from_items(items, override_num_blocks=len(items))
 
 
 @contextlib.contextmanager
