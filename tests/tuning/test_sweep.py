@@ -1,4 +1,5 @@
-"""The driver's Tune callback closes the MLflow runs of trials that Tune stopped early or that failed."""
+"""The driver's Tune callback ends the MLflow runs of trials that Tune stopped early, that failed, or that an
+interruption cut off."""
 
 from types import SimpleNamespace
 
@@ -11,26 +12,32 @@ from toco_ray.tuning.trial import STOPPED_TAG, grid_config, plan_trial
 
 pytestmark = pytest.mark.unit
 
-def test_a_stopped_trial_is_finished_and_tagged_even_if_its_launcher_fails_it_late(context):
+def test_a_stopped_trial_is_finished_and_tagged_and_a_finished_one_keeps_its_end(context):
     client = MlflowClient(tracking_uri=context.tracking_uri)
     points = context.space.grid_points()
     runs = [start_run(context.tracking_uri, "exp", plan_trial(context.space, "demo", grid_config(p)).run_name)
             for p in points[:2]]
     end_run(context.tracking_uri, runs[1], "FINISHED")  # trial 1 ended by itself
+    ended = client.get_run(runs[1]).info.end_time
     closer = ChildRunCloser(context)
-    stopped = SimpleNamespace(config=grid_config(points[0]), last_result={"iteration": 3})
-    closer.on_trial_complete(0, [], stopped)
+    closer.on_trial_complete(0, [], SimpleNamespace(config=grid_config(points[0]), last_result={"iteration": 3}))
     closer.on_trial_complete(0, [], SimpleNamespace(config=grid_config(points[1]), last_result={"iteration": 6}))
-    first = client.get_run(runs[0])
+    first, second = (client.get_run(r) for r in runs)
     assert first.info.status == "FINISHED" and first.data.tags[STOPPED_TAG] == "true (at iteration 3)"
-    assert client.get_run(runs[1]).data.tags[STOPPED_TAG] == "false"
+    assert second.data.tags[STOPPED_TAG] == "false" and second.info.end_time == ended
 
-    end_run(context.tracking_uri, runs[0], "FAILED")  # the killed launcher's last word arrives after Tune's
-    closer.on_step_begin(1, [])
-    assert client.get_run(runs[0]).info.status == "FINISHED"
-    end_run(context.tracking_uri, runs[0], "FAILED")
-    closer.on_experiment_end([])
-    assert client.get_run(runs[0]).info.status == "FINISHED" and not closer.stopped
+
+def test_runs_still_running_when_the_sweep_ends_are_killed_and_ended_ones_are_left_alone(context):
+    client = MlflowClient(tracking_uri=context.tracking_uri)
+    trials = [SimpleNamespace(config=grid_config(p), last_result={}) for p in context.space.grid_points()[:2]]
+    runs = [start_run(context.tracking_uri, "exp", plan_trial(context.space, "demo", t.config).run_name)
+            for t in trials]
+    end_run(context.tracking_uri, runs[1], "FINISHED")
+    ended = client.get_run(runs[1]).info.end_time
+    ChildRunCloser(context).on_experiment_end(trials)  # an interrupted sweep: trial 0 was cut off mid-training
+    interrupted, finished = (client.get_run(r) for r in runs)
+    assert interrupted.info.status == "KILLED"
+    assert finished.info.status == "FINISHED" and finished.info.end_time == ended
 
 
 def test_a_failed_trial_that_is_still_running_is_marked_failed(context):

@@ -54,13 +54,16 @@ class TrainOutcome:
     metrics: dict[str, Any]
 
 
-def launch(job: TrainJob, callbacks: Sequence[Any] = ()) -> TrainOutcome:
+def launch(job: TrainJob, callbacks: Sequence[Any] = (), end_on_error: bool = True) -> TrainOutcome:
     """Validates the job, starts (or joins) Ray, creates the MLflow run and trains; returns the final report.
 
     Args:
         job: the job.
         callbacks: Ray Train ``UserCallback``s for the run, e.g. Tune's ``TuneReportCallback`` when the job runs
             inside a Tune trial (it forwards each evaluation's report, keys in ``loop.REPORT_METRICS``).
+        end_on_error: mark the MLflow run ``FAILED`` (``KILLED`` on Ctrl-C) when training raises. A sweep's trial
+            passes False: the sweep driver owns its trials' end status, and a trial that Tune stops is torn down
+            while its training call unwinds, which could otherwise overwrite the driver's status afterwards.
 
     Raises:
         JobError: the job cannot start (nothing has been started then).
@@ -79,7 +82,8 @@ def launch(job: TrainJob, callbacks: Sequence[Any] = ()) -> TrainOutcome:
     try:
         result = build_trainer(job, run_id, cpus, callbacks).fit()
     except BaseException as err:
-        end_run(job.tracking_uri, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        if end_on_error:
+            end_run(job.tracking_uri, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
     logger = RunLogger(job.tracking_uri, run_id)

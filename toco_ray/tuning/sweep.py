@@ -422,20 +422,18 @@ def optuna_searcher(sweep: Sweep):
 
 
 class ChildRunCloser(Callback):
-    """Driver-side Tune callback: ends the MLflow run of a trial that Tune stopped early or that failed.
+    """Driver-side Tune callback: owns the end status of the trials' MLflow runs.
 
-    A trial that ASHA stops is ended from outside: its training never returns, so its MLflow run is left
-    ``RUNNING``, or marked ``FAILED`` by the interrupted launcher, possibly a moment after Tune reports the trial
-    complete. Such a run is marked ``FINISHED`` with the tag ``toco.sweep.stopped_early = true (at iteration N)``,
-    and that status is enforced again at every Tune step for ``SETTLE_S`` seconds and when the sweep ends. A run
-    that finished by itself gets ``false``; a failed trial's run still ``RUNNING`` is marked ``FAILED``.
+    A trial that trains to the end marks its own run ``FINISHED`` and gets the tag
+    ``toco.sweep.stopped_early = false``. A trial that ASHA stops never returns from training, so its run is
+    marked ``FINISHED`` here with ``true (at iteration N)``; a failed trial's run is marked ``FAILED``. Trials
+    never end their run on an error themselves (``launch(..., end_on_error=False)``), so nothing overwrites
+    these statuses from a trial being torn down. When the sweep ends, a run still ``RUNNING`` belongs to a trial
+    that the sweep's interruption stopped: it is marked ``KILLED`` (a resumed sweep reopens it).
     """
-
-    SETTLE_S = 60.0
 
     def __init__(self, context: TrialContext):
         self.context = context
-        self.stopped: dict[str, float] = {}  # run id → until when its FINISHED status is enforced
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         from toco_ray.distributed.loop import REPORT_ITERATION
@@ -446,32 +444,21 @@ class ChildRunCloser(Callback):
         client = self._client()
         if run.info.status == "FINISHED" and STOPPED_TAG not in run.data.tags:
             client.set_tag(run.info.run_id, STOPPED_TAG, "false")
-            return
-        if run.info.status != "FINISHED":
+        elif run.info.status == "RUNNING":
             last = (trial.last_result or {}).get(REPORT_ITERATION, 0)
             client.set_tag(run.info.run_id, STOPPED_TAG, f"true (at iteration {last})")
-            self.stopped[run.info.run_id] = time.monotonic() + self.SETTLE_S
-            self._enforce(final=False)
+            end_run(self.context.tracking_uri, run.info.run_id, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         run = self._run(trial)
         if run is not None and run.info.status == "RUNNING":
             end_run(self.context.tracking_uri, run.info.run_id, "FAILED")
 
-    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
-        if self.stopped:
-            self._enforce(final=False)
-
     def on_experiment_end(self, trials: list, **info) -> None:
-        self._enforce(final=True)
-
-    def _enforce(self, final: bool) -> None:
-        client, now = self._client(), time.monotonic()
-        for run_id, until in list(self.stopped.items()):
-            if client.get_run(run_id).info.status != "FINISHED":
-                end_run(self.context.tracking_uri, run_id, "FINISHED")
-            if final or now > until:
-                del self.stopped[run_id]
+        for trial in trials:
+            run = self._run(trial)
+            if run is not None and run.info.status == "RUNNING":
+                end_run(self.context.tracking_uri, run.info.run_id, "KILLED")
 
     def _client(self):
         from mlflow import MlflowClient

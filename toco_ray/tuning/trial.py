@@ -131,7 +131,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     )
     if job.resume and not (job.run_dir / CONFIG_FILE).is_file():
         save_yaml(cfg, job.run_dir / CONFIG_FILE)  # interrupted between creating its MLflow run and starting
-    launch(job, callbacks=[TuneReportCallback()])
+    launch(job, callbacks=[TuneReportCallback()], end_on_error=False)  # the sweep's ChildRunCloser ends the run
 
 
 def find_trial_run(client, experiment: str, run_name: str):
