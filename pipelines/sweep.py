@@ -32,6 +32,7 @@ from toco_ray.tuning.cluster import ClusterError
 from toco_ray.tuning.space import SpaceError
 from toco_ray.tuning.sweep import SweepError, SweepRequest, SweepSettings, run_sweep
 
+INTERRUPTED = 130  # exit status of a sweep stopped by Ctrl-C (128 + SIGINT), as shells report it
 SMOKE_TRIALS = 2  # --smoke: at most this many trials (Optuna samples, or the first grid points)
 OPTUNA_STORAGE_ENV = "TOCO_OPTUNA_STORAGE"  # default of --optuna-storage; cluster.yaml sets it on the head node
 
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         f"time in all sessions\n  MLflow experiment {outcome.experiment!r}, parent run {outcome.parent_run_id}\n"
         f"  report: python -m pipelines.report {outcome.name} --output-dir {args.output_dir}"
     )
+    if outcome.unfinished:
+        print(f"interrupted: {outcome.unfinished} trial(s) not finished; the same command resumes the sweep")
+        return INTERRUPTED
     return 1 if outcome.errors else 0
 
 

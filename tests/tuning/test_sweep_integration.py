@@ -2,7 +2,8 @@
 
 Each trial is one Ray Train run of the tiny config (6 iterations, evaluations at 3 and 6). Covered: an Optuna sweep
 with ASHA (study persisted, paper point first, parent/children in MLflow, a finished sweep re-run runs nothing), a
-grid × seeds sweep and its report, and a sweep killed mid-trial then resumed (no finished trial trains again).
+grid × seeds sweep and its report, a sweep killed mid-trial then resumed (no finished trial trains again), and a
+sweep stopped by Ctrl-C (sweep and cut-off trial marked killed).
 """
 
 import os
@@ -171,13 +172,43 @@ def test_killed_sweep_resumes_without_rerunning_a_finished_trial(sweep_ray, writ
     assert (tmp_path / "sweeps" / "killed" / STATE_FILE).is_file()
 
 
+def test_ctrl_c_marks_the_sweep_and_the_cut_off_trial_killed_and_says_so(sweep_ray, write_space, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    space = write_space("interrupted", """
+        kind: grid
+        seeds: [0]
+        grid:
+          loss.w_ptc: [0.1, 0.2]
+    """)
+    command = [sys.executable, "-m", "pipelines.sweep", str(space), "--output-dir", str(tmp_path)]
+    log_path = tmp_path / "first.log"
+    with log_path.open("w") as log:
+        first = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                 env={**os.environ, "RAY_ADDRESS": "", HOLD_ENV: "-p01-@3"})
+        client = MlflowClient(tracking_uri=resolve_tracking_uri(tmp_path))
+        try:
+            finished, held = wait_for_one_finished_and_one_held(client, first, tmp_path / "sweeps" / "interrupted")
+            os.killpg(first.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
+            code = first.wait(timeout=KILL_DEADLINE_S)
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+    printed = log_path.read_text()
+    assert code == 130 and "interrupted: 1 trial(s) not finished" in printed, printed[-3000:]
+    parent = client.get_run(finished.data.tags["mlflow.parentRunId"])
+    runs = {r.info.run_name: r for r in trial_runs(client, parent.info.run_id)}
+    assert parent.info.status == "KILLED"
+    assert runs[held].info.status == "KILLED" and runs[finished.info.run_name].info.status == "FINISHED"
+
+
 def wait_for_one_finished_and_one_held(client, process, sweep_dir: Path) -> tuple:
     """Polls until one trial has finished and the next is held by the hold hook (its ``held`` marker exists)."""
     deadline = time.monotonic() + KILL_DEADLINE_S
     while time.monotonic() < deadline:
         assert process.poll() is None, "the sweep ended before it could be killed"
         held = sorted(sweep_dir.glob(f"runs/*/{HOLD_MARKER}"))
-        experiment = client.get_experiment_by_name("toco-sweep-killed")
+        experiment = client.get_experiment_by_name(f"toco-sweep-{sweep_dir.name}")
         runs = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'") if experiment else []
         finished = [r for r in runs if r.info.status == "FINISHED"]
         if finished and held:

@@ -150,6 +150,7 @@ class SweepOutcome:
     trials: int
     errors: int
     wall_s: float
+    unfinished: int = 0
 
 
 # --- preparing ----------------------------------------------------------------------------------------------
@@ -499,7 +500,8 @@ def run_sweep(request: SweepRequest) -> SweepOutcome:
     status = "FAILED"
     try:
         results = open_tuner(sweep, context, resources).fit()
-        status = "FINISHED"
+        unfinished = count_unfinished(sweep, len(results), parent_run_id)
+        status = "KILLED" if unfinished else "FINISHED"  # Tune returns normally when Ctrl-C stops it
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -508,7 +510,21 @@ def run_sweep(request: SweepRequest) -> SweepOutcome:
     errors = sum(1 for r in results if r.error is not None)
     if errors:
         RunLogger(sweep.tracking_uri, parent_run_id).set_tags({"toco.sweep.errors": errors})
-    return SweepOutcome(sweep.name, sweep.dir, parent_run_id, sweep.experiment, len(results), errors, wall_s)
+    return SweepOutcome(sweep.name, sweep.dir, parent_run_id, sweep.experiment, len(results), errors, wall_s,
+                        unfinished)
+
+
+def count_unfinished(sweep: Sweep, started: int, parent_run_id: str) -> int:
+    """Trials an interrupted sweep left to do: those never started plus those cut off (their runs ``KILLED``).
+
+    Tune reports a trial that Ctrl-C cut off as terminated, so its count cannot tell; the MLflow runs can."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=sweep.tracking_uri)
+    parent = client.get_run(parent_run_id)
+    killed = client.search_runs([parent.info.experiment_id], max_results=10000, filter_string=(
+        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'KILLED'"))
+    return max(0, sweep.space.trial_count() - started) + len(killed)
 
 
 def open_tuner(sweep: Sweep, context: TrialContext, resources: TrialResources):
