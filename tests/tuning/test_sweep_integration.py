@@ -26,6 +26,12 @@ from toco_ray.tuning.trial import OPTUNA_NUMBER_TAG, ROLE_TAG, ROW_TAG, SEED_TAG
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MAX_ITERS = 6
+TWO_POINT_GRID = """
+    kind: grid
+    seeds: [0]
+    grid:
+      loss.w_ptc: [0.1, 0.2]
+"""
 KILL_DEADLINE_S = 600  # bounded polling while the sweep to be killed runs
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,18 +144,10 @@ def test_grid_with_seeds_runs_every_point_and_the_report_lists_them(sweep_ray, w
 
 def test_killed_sweep_resumes_without_rerunning_a_finished_trial(sweep_ray, write_space, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    space = write_space("killed", """
-        kind: grid
-        seeds: [0]
-        grid:
-          loss.w_ptc: [0.1, 0.2]
-    """)
-    command = [sys.executable, "-m", "pipelines.sweep", str(space), "--output-dir", str(tmp_path)]
-    log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                             env={**os.environ, "RAY_ADDRESS": "", HOLD_ENV: "-p01-@3"})
+    space = write_space("killed", TWO_POINT_GRID)
+    first = start_sweep_holding_its_second_trial(space, tmp_path)
     client = MlflowClient(tracking_uri=resolve_tracking_uri(tmp_path))
-    try:  # the second trial stops before its 4th iteration, after the checkpoint at 3, until it is killed
+    try:
         finished, interrupted = wait_for_one_finished_and_one_held(client, first, tmp_path / "sweeps" / "killed")
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the driver and the cluster it started, mid-trial
@@ -175,31 +173,31 @@ def test_killed_sweep_resumes_without_rerunning_a_finished_trial(sweep_ray, writ
 def test_ctrl_c_marks_the_sweep_and_the_cut_off_trial_killed_and_says_so(sweep_ray, write_space, tmp_path,
                                                                        monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    space = write_space("interrupted", """
-        kind: grid
-        seeds: [0]
-        grid:
-          loss.w_ptc: [0.1, 0.2]
-    """)
-    command = [sys.executable, "-m", "pipelines.sweep", str(space), "--output-dir", str(tmp_path)]
-    log_path = tmp_path / "first.log"
-    with log_path.open("w") as log:
-        first = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                 env={**os.environ, "RAY_ADDRESS": "", HOLD_ENV: "-p01-@3"})
-        client = MlflowClient(tracking_uri=resolve_tracking_uri(tmp_path))
-        try:
-            finished, held = wait_for_one_finished_and_one_held(client, first, tmp_path / "sweeps" / "interrupted")
-            os.killpg(first.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
-            code = first.wait(timeout=KILL_DEADLINE_S)
-        finally:
-            if first.poll() is None:
-                os.killpg(first.pid, signal.SIGKILL)
-    printed = log_path.read_text()
+    space = write_space("interrupted", TWO_POINT_GRID)
+    first = start_sweep_holding_its_second_trial(space, tmp_path)
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tmp_path))
+    try:
+        finished, held = wait_for_one_finished_and_one_held(client, first, tmp_path / "sweeps" / "interrupted")
+        os.killpg(first.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
+        code = first.wait(timeout=KILL_DEADLINE_S)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    printed = (tmp_path / "first.log").read_text()
     assert code == 130 and "interrupted: 1 trial(s) not finished" in printed, printed[-3000:]
     parent = client.get_run(finished.data.tags["mlflow.parentRunId"])
     runs = {r.info.run_name: r for r in trial_runs(client, parent.info.run_id)}
     assert parent.info.status == "KILLED"
     assert runs[held].info.status == "KILLED" and runs[finished.info.run_name].info.status == "FINISHED"
+
+
+def start_sweep_holding_its_second_trial(space: Path, out: Path) -> subprocess.Popen:
+    """``pipelines.sweep`` in its own process group (log in ``out/first.log``); the hold hook stops its second
+    trial before iteration 4, after the checkpoint at 3, until the sweep is killed."""
+    command = [sys.executable, "-m", "pipelines.sweep", str(space), "--output-dir", str(out)]
+    with (out / "first.log").open("w") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "RAY_ADDRESS": "", HOLD_ENV: "-p01-@3"})
 
 
 def wait_for_one_finished_and_one_held(client, process, sweep_dir: Path) -> tuple:

@@ -520,11 +520,11 @@ def count_unfinished(sweep: Sweep, started: int, parent_run_id: str) -> int:
     Tune reports a trial that Ctrl-C cut off as terminated, so its count cannot tell; the MLflow runs can."""
     from mlflow import MlflowClient
 
+    from toco_ray.tuning.report import children
+
     client = MlflowClient(tracking_uri=sweep.tracking_uri)
-    parent = client.get_run(parent_run_id)
-    killed = client.search_runs([parent.info.experiment_id], max_results=10000, filter_string=(
-        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'KILLED'"))
-    return max(0, sweep.space.trial_count() - started) + len(killed)
+    killed = sum(run.info.status == "KILLED" for run in children(client, client.get_run(parent_run_id)))
+    return max(0, sweep.space.trial_count() - started) + killed
 
 
 def open_tuner(sweep: Sweep, context: TrialContext, resources: TrialResources):
