@@ -36,7 +36,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    backbone: str = "deit_base_patch16_224"  # any timm ViT name; paper: deit_base (ViT-B), vit_base (ViT-B†)
+    # any timm ViT name, optionally with a pretrained tag (name.tag); paper ViT-B: deit_base_patch16_224 (tag
+    # fb_in1k, the reference's file); ViT-B† is preset voc_vitb21k (the bare vit_base name loads other weights)
+    backbone: str = "deit_base_patch16_224"
     pretrained: bool = True  # load timm hub weights (ignored when pretrained_path is set)
     pretrained_path: str = ""  # local weight file (.pth/.safetensors/.npz) instead of the hub
     depth: int = 0  # override the backbone's number of blocks (0 = timm default); tiny test models only
@@ -64,7 +66,8 @@ class DataConfig:
     color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)  # brightness/contrast/sat/hue (ref)
     color_jitter_p: float = 0.8  # probability of colour jitter (ref, DINO)
     grayscale_p: float = 0.2  # probability of greyscale (ref, DINO)
-    blur_p: float = 0.5  # probability of Gaussian blur on the main view (ref, DINO: 1.0/0.1 per view)
+    main_blur_p: float = 1.0  # Gaussian blur probability of the main view (ref global_view1, DINO global view 1)
+    local_blur_p: float = 0.5  # Gaussian blur probability of the local view the crops come from (ref local_view)
     global_crop_scale: tuple[float, float] = (0.4, 1.0)  # RandomResizedCrop scale of the 2nd global view (ref)
     val_size: int = 448  # in-training eval: images resized to this side (SPEC §8)
     val_limit: int = 0  # evaluate only the first N val images (0 = all; COCO val_part uses 5000)
@@ -81,7 +84,7 @@ class CAMConfig:
     low_thre: float = 0.25  # β_l: tokens at or below are confident background (paper)
     bkg_high: float = 0.7  # constant background score of the "high" seg pseudo-label pass (ref)
     bkg_low: float = 0.25  # constant background score of the "low" seg pseudo-label pass (ref)
-    eval_bkg: float = 0.5  # background score for CAM mIoU in evaluation (SPEC §8)
+    eval_bkg: float = 0.5  # background score for CAM mIoU in evaluation (ref bkg_thre; COCO 0.45)
 
 
 @dataclass
@@ -155,7 +158,44 @@ class EvalConfig:
     crf_bi_sxy: float = 121.0  # bilateral spatial sigma (ref)
     crf_bi_srgb: float = 5.0  # bilateral colour sigma (ref)
     crf_bi_compat: float = 4.0  # bilateral compatibility (ref)
+    # dense CRF of CAM pseudo labels (ref tools/infer_cam_crf_label.py), distinct from the final-seg CRF above
+    cam_crf_gauss_sxy: float = 3.0  # Gaussian pairwise spatial sigma (ref pos_xy_std)
+    cam_crf_gauss_compat: float = 3.0  # Gaussian pairwise compatibility (ref pos_w)
+    cam_crf_bi_sxy: float = 36.0  # bilateral spatial sigma (ref bi_xy_std)
+    cam_crf_bi_srgb: float = 3.0  # bilateral colour sigma (ref bi_rgb_std)
+    cam_crf_bi_compat: float = 4.0  # bilateral compatibility (ref bi_w)
+    # final multi-scale protocol: voc = native size, flip-sum within a scale, max across scales (ref
+    # infer_seg_voc); coco = resized to data.val_size, flip-max within a scale, sum across scales (ref
+    # infer_seg_coco_ddp)
+    protocol: str = "voc"
     num_probe_images: int = 4  # val images whose CAM overlays are logged at each evaluation
+
+
+# The reference's permutohedral lattice returns about 0.57x the exact Gaussian energy on photographs (0.569 at
+# 112², 0.583 at 224², measured against its compiled extension); compat.reg_energy_scale multiplies
+# loss.reg_weight by this so L_reg's gradient matches the reference's.
+REFERENCE_ENERGY_RATIO = 0.57
+
+
+@dataclass
+class CompatConfig:
+    """Switches back to the reference implementation's behaviour where toco-ray fixes a bug of it (SPEC §10).
+
+    All off (the default) is toco-ray's fixed behaviour; ``reference`` turns every switch on. The reference's
+    NaN seg loss on an empty term has no switch: a NaN loss makes AdamW write NaN into every parameter, so a run
+    that reproduces it is over, not different (the reference's users restart such runs).
+    """
+
+    reference: bool = False  # every switch below on: the reference's behaviour, bugs included
+    ptc_box_unscaled: bool = False  # PTC applies the valid box in pixels to the token grid (ref bug)
+    box_before_flip: bool = False  # main view flipped again after the crop, valid box not flipped (ref bug)
+    local_view_flip: bool = False  # local view takes its own random flip after the crop: misaligned (ref bug)
+    zero_scheduled_terms: bool = False  # terms not yet switched on are computed x0: AdamW state advances (ref)
+    reg_energy_scale: bool = False  # loss.reg_weight x REFERENCE_ENERGY_RATIO: the ref lattice's energy scale
+
+    def on(self, name: str) -> bool:
+        """Whether switch ``name`` is in effect (set itself or through ``reference``)."""
+        return self.reference or bool(getattr(self, name))
 
 
 @dataclass
@@ -173,6 +213,7 @@ class ToCoConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    compat: CompatConfig = field(default_factory=CompatConfig)
 
 
 # Each preset is a diff from the defaults (which are the VOC/paper values).
@@ -185,14 +226,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data.val_split": "val_part",
         "data.val_limit": 5000,  # ref: in-training validation on the first 5000 val images
         "cam.high_thre": 0.65,  # paper/ref COCO β_h
-        "ctc.temperature": 1.0,  # ref COCO τ
+        "cam.bkg_high": 0.65,  # ref COCO: the high background score of the seg pseudo labels is also 0.65
+        "cam.eval_bkg": 0.45,  # ref COCO bkg_thre of the CAM mIoU
+        # τ: the released COCO script passes 1.0 to its CTC loss, while the paper ("other settings remain the
+        # same") and the released COCO log use 0.5; we follow the script, the code that produced the weights.
+        "ctc.temperature": 1.0,
         "schedule.max_iters": 80000,  # ref COCO
         "schedule.seg_start_iter": 8000,  # ref COCO
         "schedule.contrast_start_iter": 12000,  # ref COCO: PTC/CTC from 12k
         "schedule.aux_seg_label_until": 12000,  # ref COCO: seg labels from the aux CAM until 12k
         "schedule.eval_every": 8000,
         "train.global_batch": 8,  # ref COCO
+        "eval.protocol": "coco",  # ref infer_seg_coco_ddp: 448 input, flip-max, sum over scales
     },
+    # ViT-B†: the original JAX ImageNet-21k→1k weights the reference loaded (jx_vit_base_p16_224-80ecf9dd.pth)
+    "voc_vitb21k": {"model.backbone": "vit_base_patch16_224.orig_in21k_ft_in1k"},
     # Small and fast on two CPU cores: a 4-block, 96-wide ViT with 8-pixel patches on 128-pixel crops.
     "synthetic": {
         "model.backbone": "vit_tiny_patch16_224",
@@ -237,6 +285,13 @@ def build_config(preset: str = "voc", overrides: dict[str, Any] | None = None) -
     return apply_overrides(ToCoConfig(), values)
 
 
+# String keys with a closed set of values.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "ctc.form": ("reference", "paper"),
+    "eval.protocol": ("voc", "coco"),
+}
+
+
 def apply_overrides(cfg: ToCoConfig, overrides: dict[str, Any]) -> ToCoConfig:
     """Returns a copy of ``cfg`` with dotted-key values replaced, each checked against its field type."""
     cfg = copy.deepcopy(cfg)
@@ -245,6 +300,8 @@ def apply_overrides(cfg: ToCoConfig, overrides: dict[str, Any]) -> ToCoConfig:
         if key not in known:
             raise ConfigError(f"unknown config key {key!r}{_suggest(key, known)}")
         value = _coerce(key, value, known[key])
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(f"config key {key!r} is {value!r}; expected one of {', '.join(CHOICES[key])}")
         section, _, name = key.rpartition(".")
         setattr(getattr(cfg, section) if section else cfg, name, value)
     return cfg

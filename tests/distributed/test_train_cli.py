@@ -69,3 +69,19 @@ def test_unknown_config_key(tmp_path, capsys):
 def test_resume_of_an_unknown_run(tmp_path, capsys):
     code, err = _run(["--resume", "toco-nope", "--output-dir", str(tmp_path)], capsys)
     assert code == 2 and "cannot resume run 'toco-nope'" in err
+
+
+def test_unknown_compat_key(tmp_path, capsys):
+    code, err = _run(["--set", "compat.ptc_box=true", "--output-dir", str(tmp_path)], capsys)
+    assert code == 2 and "unknown config key 'compat.ptc_box'" in err and "compat.ptc_box_unscaled" in err
+
+
+def test_timm_tag_that_does_not_exist(tmp_path, capsys):
+    code, err = _run(["--set", "model.backbone=vit_tiny_patch16_224.no_such_tag", "--output-dir", str(tmp_path)],
+                     capsys)
+    assert code == 2 and "config key 'model.backbone'" in err and "no tag 'no_such_tag'" in err
+
+
+def test_unknown_final_protocol(tmp_path, capsys):
+    code, err = _run(["--set", "eval.protocol=ade", "--output-dir", str(tmp_path)], capsys)
+    assert code == 2 and "config key 'eval.protocol' is 'ade'; expected one of voc, coco" in err

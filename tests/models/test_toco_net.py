@@ -1,6 +1,8 @@
 import dataclasses
+import functools
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,8 +55,11 @@ def test_input_is_zero_padded_at_the_bottom_right(model):
     torch.testing.assert_close(a.aux, b.aux)
 
 
-def test_tokens_match_timm(model):
-    # Independent path: timm's own forward_features / forward_intermediates on the padded input.
+def test_tokens_match_timm(model, monkeypatch):
+    # Independent path: timm's own forward_features / forward_intermediates on the padded input, with its
+    # position-embedding resize made plain bicubic (timm antialiases; the reference and we do not).
+    plain = functools.partial(timm.layers.resample_abs_pos_embed, antialias=False)
+    monkeypatch.setattr(timm.models.vision_transformer, "resample_abs_pos_embed", plain)
     x = F.pad(torch.randn(2, 3, 37, 53), (0, 3, 0, 3))  # 40×56 → grid 5×7
     tokens = model.encode(x)
     vit = model.backbone

@@ -16,6 +16,7 @@ from pathlib import Path
 from toco_ray.config import ToCoConfig
 from toco_ray.data import DatasetError, build_dataset
 from toco_ray.distributed.loaders import per_worker_batch
+from toco_ray.models import check_backbone_name
 from toco_ray.tracking import DEFAULT_EXPERIMENT, TrackingError, check_tracking_uri
 
 RUNS_DIR = "runs"  # Ray Train storage path inside the output folder: one sub-folder per run
@@ -91,8 +92,10 @@ def validate_job(job: TrainJob) -> dict[str, int]:
     Raises:
         JobError: a missing data root or split, an empty or too small split, a global batch that does not split
             over the workers, an unusable MLflow store, a resumed run that does not exist, bad resources.
+        ConfigError: ``model.backbone`` is not a timm model or has an unknown pretrained tag.
     """
     cfg = job.cfg
+    check_backbone_name(cfg.model.backbone)
     if job.workers < 0:
         raise JobError(f"--workers must be at least 1 (or 0 for automatic), got {job.workers}")
     if job.gpus_per_worker < 0 or job.cpus_per_worker < 0:

@@ -40,7 +40,7 @@ from toco_ray.distributed.faults import maybe_fail, maybe_hold
 from toco_ray.distributed.loaders import TrainStream, per_worker_batch, probe_batch, train_views, val_loader, val_views
 from toco_ray.engine import build_objective, to_device, train_step, unwrap
 from toco_ray.evaluation import KINDS, eval_metrics, eval_mode, evaluate, predict, summarize
-from toco_ray.models import token_similarity_per_block
+from toco_ray.models import token_similarity_per_block, weights_tags
 from toco_ray.optim import build_optimizer, build_scheduler
 from toco_ray.tracking import RunLogger, device_tags
 from toco_ray.visualize import (
@@ -185,7 +185,7 @@ class WorkerLoop:
         names = comm.gather_objects(device_name(worker.device))
         if worker.is_chief and self.spec.mlflow_run_id:
             self.logger = RunLogger(self.spec.tracking_uri, self.spec.mlflow_run_id)
-            self.logger.set_tags(device_tags(names))
+            self.logger.set_tags({**device_tags(names), **weights_tags(self.objective.model.backbone)})
 
     def restore(self) -> int:
         """Loads the latest checkpoint if Ray Train has one for this run; returns the iteration to start at."""

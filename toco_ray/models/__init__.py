@@ -1,7 +1,14 @@
 """The ToCo network: timm ViT backbone, classifiers, LargeFOV decoder, CTC projection heads with EMA teacher."""
 
 from toco_ray.config import ModelConfig
-from toco_ray.models.backbone import build_backbone, load_backbone_weights
+from toco_ray.models.backbone import (
+    build_backbone,
+    check_backbone_name,
+    embed_patches,
+    load_backbone_weights,
+    resize_pos_embed,
+    weights_tags,
+)
 from toco_ray.models.decoder import LargeFOV
 from toco_ray.models.diagnostics import mean_pairwise_cosine, token_similarity_per_block
 from toco_ray.models.padding import pad_to_patch_multiple, token_grid, tokens_to_pixels
@@ -22,13 +29,17 @@ __all__ = [
     "Tokens",
     "build_backbone",
     "build_model",
+    "check_backbone_name",
+    "embed_patches",
     "ema_update",
     "load_backbone_weights",
     "make_teacher",
     "mean_pairwise_cosine",
     "pad_to_patch_multiple",
+    "resize_pos_embed",
     "resolve_block_index",
     "token_grid",
     "token_similarity_per_block",
     "tokens_to_pixels",
+    "weights_tags",
 ]

@@ -10,6 +10,8 @@ class LargeFOV(nn.Module):
     """3×3 conv (dilated) + ReLU, 3×3 conv (dilated) + ReLU, 1×1 conv to ``num_classes + 1`` channels.
 
     Padding equals the dilation, so the output keeps the token grid: ``tokens (B×D×h×w) → logits (B×(C+1)×h×w)``.
+    As in the reference, no conv has a bias and the weights keep PyTorch's default init (the reference defines a
+    Kaiming init but never calls it).
 
     Args:
         in_channels: token width D.
@@ -21,16 +23,12 @@ class LargeFOV(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, channels: int, dilation: int):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, padding=dilation, dilation=dilation),
+            nn.Conv2d(in_channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
             nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation),
+            nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
             nn.ReLU(inplace=True),
-            nn.Conv2d(channels, num_classes, 1),
+            nn.Conv2d(channels, num_classes, 1, bias=False),
         )
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):  # ref init
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.layers(tokens)

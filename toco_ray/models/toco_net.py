@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from toco_ray.config import ModelConfig
-from toco_ray.models.backbone import build_backbone
+from toco_ray.models.backbone import build_backbone, embed_patches
 from toco_ray.models.decoder import LargeFOV
 from toco_ray.models.padding import pad_to_patch_multiple, tokens_to_pixels
 from toco_ray.models.projection import ProjectionHead, ema_update, make_teacher
@@ -107,7 +107,7 @@ class ToCoNet(nn.Module):
         image_size = (images.shape[-2], images.shape[-1])
         x = pad_to_patch_multiple(images, self.patch_size)
         grid = (x.shape[-2] // self.patch_size[0], x.shape[-1] // self.patch_size[1])
-        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+        x = vit.norm_pre(vit.patch_drop(embed_patches(vit, x)))
         aux, blocks = None, []
         for index, block in enumerate(vit.blocks):
             if vit.grad_checkpointing and torch.is_grad_enabled():

@@ -131,8 +131,12 @@ def check_paper_rows(space: SearchSpace) -> None:
 
 def check_model(cfg: ToCoConfig, where: str) -> None:
     """``model.aux_layer`` must name a block of the backbone (depth from the config or timm's default)."""
-    from toco_ray.models import resolve_block_index
+    from toco_ray.models import check_backbone_name, resolve_block_index
 
+    try:
+        check_backbone_name(cfg.model.backbone)
+    except ConfigError as err:
+        raise SpaceError(f"{where}: {err}") from None
     depth = backbone_depth(cfg.model.backbone, cfg.model.depth)
     try:
         resolve_block_index(cfg.model.aux_layer, depth)
