@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 def synthetic_batch(cfg, count: int) -> dict:
-    views = TrainViews(cfg.data)
+    views = TrainViews(cfg.data, cfg.compat)
     items = []
     for i in range(count):
         image, mask = render_sample(np.random.default_rng([7, i]))

@@ -116,11 +116,13 @@ def test_coco_jpegimages_layout(synthetic_tree, tmp_path):
     assert COCODataset(root, "train").image_dir == root / "JPEGImages" / "train2014"
 
 
-def test_build_dataset_picks_the_reader_and_limits_val(synthetic_tree):
+def test_build_dataset_picks_the_reader_and_limits_only_when_asked(synthetic_tree):
     cfg = build_config("synthetic", {"data.root": str(synthetic_tree), "data.val_limit": 2}).data
     train = build_dataset(cfg, cfg.train_split, 20)
-    val = build_dataset(cfg, cfg.val_split, 20)
+    val = build_dataset(cfg, cfg.val_split, 20, limit=cfg.val_limit)
     assert isinstance(train, SyntheticDataset) and len(train) == NUM_TRAIN and len(val) == 2
+    # data.val_limit cuts the in-training validation only: the split itself is whole
+    assert len(build_dataset(cfg, cfg.val_split, 20)) == NUM_VAL
     voc = build_dataset(build_config("voc", {"data.root": str(synthetic_tree)}).data, "val", 20)
     assert type(voc) is VOCDataset and len(voc) == NUM_VAL
 

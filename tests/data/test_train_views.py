@@ -8,14 +8,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toco_ray.config import DataConfig
+from toco_ray.config import CompatConfig, DataConfig
 from toco_ray.data import IMAGENET_MEAN, IMAGENET_STD, TrainViews, ValViews, ViewDataset, collate, denormalize
 from toco_ray.data.transforms import PhotometricAug, normalize
 from toco_ray.data.views import sample_crop_geometry
 
 pytestmark = pytest.mark.unit
 
-NO_PHOTOMETRIC = {"color_jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0}
+NO_PHOTOMETRIC = {"color_jitter_p": 0.0, "grayscale_p": 0.0, "main_blur_p": 0.0, "local_blur_p": 0.0}
 
 
 def _item(image: np.ndarray, num_classes: int = 20) -> dict:
@@ -24,8 +24,13 @@ def _item(image: np.ndarray, num_classes: int = 20) -> dict:
     return {"name": "img", "image": image, "mask": None, "label": label}
 
 
-def _views(seed: int, image: np.ndarray, **cfg) -> dict:
-    return TrainViews(DataConfig(**cfg))(_item(image), np.random.default_rng(seed))
+def _views(seed: int, image: np.ndarray, compat: CompatConfig | None = None, **cfg) -> dict:
+    return TrainViews(DataConfig(**cfg), compat)(_item(image), np.random.default_rng(seed))
+
+
+def _pixels(view: torch.Tensor) -> torch.Tensor:
+    """A normalised view back to 0..255 values."""
+    return (denormalize(view) * 255).round()
 
 
 def test_shapes_and_dtypes():
@@ -53,8 +58,8 @@ def test_same_seed_same_views_other_seed_other_views():
     seed=st.integers(0, 2**32 - 1),
 )
 def test_valid_box_is_exactly_the_non_padded_pixels(height, width, crop, scale, seed):
-    # A white image stays white through resize/flip/crop and normalises to non-zero values in every channel;
-    # padding is exactly 0. So the non-zero pixels are the image content, and they must fill the box exactly.
+    # A white image stays white through resize/flip/crop; the padding is black (uint8 0) before normalisation.
+    # So the white pixels are the image content, the black ones padding, and the white ones fill the box exactly.
     white = np.full((height, width, 3), 255, np.uint8)
     out = _views(seed, white, crop_size=crop, scale_range=(scale, scale), **NO_PHOTOMETRIC)
     y0, y1, x0, x1 = out["valid_box"].tolist()
@@ -62,21 +67,41 @@ def test_valid_box_is_exactly_the_non_padded_pixels(height, width, crop, scale, 
     expected = torch.zeros(crop, crop, dtype=torch.bool)
     expected[y0:y1, x0:x1] = True
     for key in ("image", "local_view"):
-        assert torch.equal(out[key].ne(0).any(0), expected)
-        assert torch.equal(out[key].ne(0).all(0), expected)
+        pixels = _pixels(out[key])
+        assert torch.equal(pixels.eq(255).all(0), expected)
+        assert torch.equal(pixels.eq(0).all(0), ~expected)
 
 
-def test_valid_box_with_full_photometric_aug_still_bounds_the_content():
-    # With jitter/greyscale/blur on, content values change but the padding stays exactly 0.
-    rng = np.random.default_rng(0)
-    for seed in range(20):
-        image = rng.integers(30, 226, (int(rng.integers(20, 120)), int(rng.integers(20, 120)), 3), dtype=np.uint8)
-        out = _views(seed, image, crop_size=64, color_jitter_p=1.0, grayscale_p=0.5, blur_p=1.0)
-        y0, y1, x0, x1 = out["valid_box"].tolist()
-        for key in ("image", "local_view"):
-            outside = out[key].clone()
-            outside[:, y0:y1, x0:x1] = 0
-            assert outside.abs().max() == 0
+def test_padding_is_black_before_normalisation():
+    # 40×40 image in a 64 crop at scale 1: padding. Black normalises to −mean/std (≈ −2.1, −2.0, −1.8),
+    # not to 0 (the ImageNet mean grey).
+    image = np.full((40, 40, 3), 128, np.uint8)
+    out = _views(0, image, crop_size=64, scale_range=(1.0, 1.0), **NO_PHOTOMETRIC)
+    black = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
+    y0, y1, x0, x1 = out["valid_box"].tolist()
+    assert (y1 - y0, x1 - x0) == (40, 40)
+    torch.testing.assert_close(out["image"][:, 0, 0], black)
+    torch.testing.assert_close(out["image"][:, 63, 63], black)
+
+
+def test_blur_runs_on_the_whole_padded_crop():
+    # The main view is always blurred (main_blur_p 1.0, the reference's): white content bleeds into the black
+    # padding next to the box, as when the reference blurs its padded crop. The local view (p 0) stays sharp.
+    white = np.full((40, 40, 3), 255, np.uint8)
+    out = _views(0, white, crop_size=64, scale_range=(1.0, 1.0), color_jitter_p=0.0, grayscale_p=0.0,
+                 main_blur_p=1.0, local_blur_p=0.0)
+    y0, y1, x0, x1 = out["valid_box"].tolist()
+    row = (y0 + y1) // 2
+    outside = x0 - 1 if x0 > 0 else x1
+    assert _pixels(out["image"])[:, row, outside].min() > 0
+    assert _pixels(out["local_view"])[:, row, outside].max() == 0
+
+
+def test_main_view_blur_p_1_and_local_view_blur_p_half():
+    cfg = DataConfig()
+    assert (cfg.main_blur_p, cfg.local_blur_p) == (1.0, 0.5)
+    views = TrainViews(cfg)
+    assert views.main_aug.blur_p == 1.0 and views.local_aug.blur_p == 0.5
 
 
 def test_both_flips_and_both_padding_regimes_occur():
@@ -123,7 +148,53 @@ def test_local_view_has_its_own_photometric_draw():
     image = np.random.default_rng(3).integers(0, 256, (80, 80, 3), dtype=np.uint8)
     out = _views(1, image, crop_size=64, color_jitter_p=1.0)
     assert not torch.equal(out["image"], out["local_view"])
-    assert torch.equal(out["image"].ne(0).any(0), out["local_view"].ne(0).any(0))
+
+
+def _ramp() -> np.ndarray:
+    yy, xx = np.mgrid[0:70, 0:90]
+    return np.stack([yy, xx, np.full_like(yy, 7)], axis=-1).astype(np.uint8)
+
+
+def _flipped(view: torch.Tensor, fixed: torch.Tensor) -> bool:
+    """Whether ``view`` is ``fixed`` flipped left-right (it must be one of the two)."""
+    if torch.equal(view, fixed):
+        return False
+    assert torch.equal(view, fixed.flip(-1))
+    return True
+
+
+def _compat_views(seed: int, compat: CompatConfig) -> tuple[dict, dict]:
+    fixed = _views(seed, _ramp(), crop_size=48, **NO_PHOTOMETRIC)
+    return fixed, _views(seed, _ramp(), compat, crop_size=48, **NO_PHOTOMETRIC)
+
+
+def test_compat_box_before_flip_flips_both_views_but_not_the_box():
+    flips = set()
+    for seed in range(12):
+        fixed, compat = _compat_views(seed, CompatConfig(box_before_flip=True))
+        main = _flipped(compat["image"], fixed["image"])
+        assert _flipped(compat["local_view"], fixed["local_view"]) == main  # the local view stays aligned
+        assert torch.equal(compat["valid_box"], fixed["valid_box"])  # the box of the unflipped crop
+        assert torch.equal(compat["global2"], fixed["global2"])  # nothing else changes
+        flips.add(main)
+    assert flips == {False, True}
+
+
+def test_compat_local_view_flip_misaligns_only_the_local_view():
+    flips = set()
+    for seed in range(12):
+        fixed, compat = _compat_views(seed, CompatConfig(local_view_flip=True))
+        assert torch.equal(compat["image"], fixed["image"])
+        flips.add(_flipped(compat["local_view"], fixed["local_view"]))
+    assert flips == {False, True}
+
+
+def test_compat_reference_flips_main_and_local_views_independently():
+    outcomes = set()
+    for seed in range(24):
+        fixed, ref = _compat_views(seed, CompatConfig(reference=True))
+        outcomes.add((_flipped(ref["image"], fixed["image"]), _flipped(ref["local_view"], fixed["local_view"])))
+    assert len(outcomes) == 4  # every combination occurs: misaligned half of the time
 
 
 def test_photometric_aug_draws_the_same_amount_whatever_fires():

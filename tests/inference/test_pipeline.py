@@ -43,7 +43,8 @@ def direct_miou(pred_dir: Path, root: Path, names: list[str]) -> float:
         conf += np.bincount(gt[keep] * K + pred[keep], minlength=K * K).reshape(K, K)
     tp = np.diag(conf)
     union = conf.sum(0) + conf.sum(1) - tp
-    return float((tp[union > 0] / union[union > 0]).mean())
+    present = conf.sum(1) > 0  # classes present in the ground truth (the reference's mean)
+    return float((tp[present] / union[present]).mean())
 
 
 def val_names(root: Path) -> list[str]:
@@ -122,6 +123,23 @@ def test_interrupted_run_resumes_with_only_the_missing_images_and_no_crf_is_skip
     assert second["metrics"]["seg"]["miou"] == pytest.approx(
         direct_miou(out / "seg", synthetic_root, val_names(synthetic_root)), abs=1e-12
     )
+
+
+def test_final_inference_covers_the_whole_split_whatever_the_checkpoints_val_limit(
+    tmp_path, tiny_cfg, synthetic_root
+):
+    import torch
+
+    from toco_ray.config import apply_overrides
+    from toco_ray.inference.checkpoint import build_inference_model
+
+    cfg = apply_overrides(tiny_cfg, {"data.val_limit": 2})  # trained with a 2-image in-training validation
+    torch.manual_seed(0)
+    run_dir = tmp_path / "runs" / "limited"
+    write_checkpoint(run_dir, 2, cfg, build_inference_model(cfg))
+    summary = run_inference(options(run_dir, tmp_path / "out", serial=True, scales=(1.0,)))
+    assert summary["num_done"] == NUM_VAL
+    assert sorted(p.stem for p in (tmp_path / "out" / "seg").iterdir()) == sorted(val_names(synthetic_root))
 
 
 def test_corrupt_image_fails_the_run_by_default_and_is_recorded_with_skip_bad(

@@ -13,23 +13,24 @@ DATASETS = ("voc", "coco", "synthetic")
 UNLABELLED_SPLITS = ("test",)  # splits that ship without masks nor image-level labels
 
 
-def build_dataset(cfg: DataConfig, split: str, num_classes: int) -> SegDataset:
+def build_dataset(cfg: DataConfig, split: str, num_classes: int, limit: int = 0) -> SegDataset:
     """Returns the reader for ``cfg.dataset`` on ``split``.
 
-    The in-training validation split (``cfg.val_split``) is cut to its first ``cfg.val_limit`` names when that
-    is non-zero. With ``cfg.root`` empty, the synthetic dataset is generated once into the cache
+    The whole split unless ``limit`` is non-zero: only the in-training validation passes ``cfg.val_limit``, so
+    final inference and pseudo-label generation always cover the whole requested split. With ``cfg.root`` empty, the synthetic dataset is generated once into the cache
     (``ensure_default_dataset``); VOC and COCO need a root.
 
     Args:
         cfg: data section of the config.
         split: split list name (``train_aug``, ``val``, ``val_part`` ...).
         num_classes: C, from ``cfg.model.num_classes``.
+        limit: keep only the first ``limit`` names (0 = all).
     """
     labelled = split not in UNLABELLED_SPLITS
     kwargs = {
         "need_masks": labelled,
         "need_labels": labelled,
-        "limit": cfg.val_limit if split == cfg.val_split else 0,
+        "limit": limit,
     }
     if cfg.dataset == "synthetic":
         return SyntheticDataset(

@@ -3,17 +3,23 @@
 Training, per image (crop side S = ``cfg.crop_size``):
 
 * ``image``: the main global view. Random rescale in ``cfg.scale_range``, horizontal flip (p 0.5), random
-  S×S crop with zero padding when the image is smaller, then colour jitter / greyscale / blur.
+  S×S crop padded with black (uint8 0) when the image is smaller, then colour jitter / greyscale / blur
+  (p ``cfg.main_blur_p``) of the whole padded crop, then normalisation: the reference's order.
 * ``local_view``: the same geometry as ``image`` pixel for pixel (same rescale, flip, crop, padding) with its
-  own photometric draw; local crops are cut from it with the ROI map computed on ``image``.
+  own photometric draw (blur p ``cfg.local_blur_p``); local crops are cut from it with the ROI map computed on
+  ``image``.
 * ``global2``: the second global view, a RandomResizedCrop of the original image (scale
   ``cfg.global_crop_scale``) + flip + colour jitter / greyscale / blur / solarisation (DINO style).
 * ``valid_box``: ``[y0, y1, x0, x1]``, half-open bounds of the non-padded pixels of ``image`` (and of
   ``local_view``) after all geometric transforms.
 
-Padding is 0 in the normalised tensors. All randomness comes from the ``numpy.random.Generator`` passed
-in, so a view is reproducible from (item, seed); :class:`ViewDataset` derives that generator from
-(seed, epoch, index).
+The reference flips both views once more after the crop, each with its own draw, and keeps the valid box of
+the unflipped crop: the box is wrong whenever the main view flips, and the local view is misaligned with the main
+view half of the time. ``compat.box_before_flip`` and ``compat.local_view_flip`` reproduce those flips. The two
+draws are made whatever the switches say, so a switch changes only what it names.
+
+All randomness comes from the ``numpy.random.Generator`` passed in, so a view is reproducible from
+(item, seed); :class:`ViewDataset` derives that generator from (seed, epoch, index).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from toco_ray.config import DataConfig
+from toco_ray.config import CompatConfig, DataConfig
 from toco_ray.data.transforms import PhotometricAug, normalize, resize_image, to_float_tensor
 
 GLOBAL2_BLUR_P = 0.1  # Gaussian blur probability on the second global view (ref, DINO global view 2)
@@ -85,11 +91,11 @@ def crop_region(image: np.ndarray, geometry: CropGeometry) -> np.ndarray:
     return scaled[y0:y1, x0:x1]
 
 
-def paste(region: torch.Tensor, geometry: CropGeometry, crop_size: int) -> torch.Tensor:
-    """Puts a normalised ``3×h×w`` region at its valid box in a zero ``3×S×S`` canvas."""
-    canvas = region.new_zeros(3, crop_size, crop_size)
+def padded_crop(image: np.ndarray, geometry: CropGeometry, crop_size: int) -> np.ndarray:
+    """uint8 ``H×W×3`` → the ``S×S×3`` uint8 crop, the visible part at its valid box and black elsewhere."""
+    canvas = np.zeros((crop_size, crop_size, 3), dtype=np.uint8)
     y0, y1, x0, x1 = geometry.dst
-    canvas[:, y0:y1, x0:x1] = region
+    canvas[y0:y1, x0:x1] = crop_region(image, geometry)
     return canvas
 
 
@@ -125,6 +131,8 @@ class TrainViews:
 
     Args:
         cfg: data section of the config (crop size, rescale range, photometric strengths and probabilities).
+        compat: the ``compat`` section; ``box_before_flip`` and ``local_view_flip`` restore the reference's
+            post-crop flips (see the module docstring).
         global2_blur_p: blur probability of the second global view.
         global2_solarize_p: solarisation probability of the second global view.
 
@@ -139,16 +147,20 @@ class TrainViews:
     def __init__(
         self,
         cfg: DataConfig,
+        compat: CompatConfig | None = None,
         *,
         global2_blur_p: float = GLOBAL2_BLUR_P,
         global2_solarize_p: float = GLOBAL2_SOLARIZE_P,
     ) -> None:
+        compat = compat or CompatConfig()
         self.crop_size = cfg.crop_size
         self.scale_range = tuple(cfg.scale_range)
         self.global_crop_scale = tuple(cfg.global_crop_scale)
+        self.box_before_flip = compat.on("box_before_flip")
+        self.local_view_flip = compat.on("local_view_flip")
         jitter = tuple(cfg.color_jitter)
-        self.main_aug = PhotometricAug(jitter, cfg.color_jitter_p, cfg.grayscale_p, cfg.blur_p)
-        self.local_aug = PhotometricAug(jitter, cfg.color_jitter_p, cfg.grayscale_p, cfg.blur_p)
+        self.main_aug = PhotometricAug(jitter, cfg.color_jitter_p, cfg.grayscale_p, cfg.main_blur_p)
+        self.local_aug = PhotometricAug(jitter, cfg.color_jitter_p, cfg.grayscale_p, cfg.local_blur_p)
         self.global2_aug = PhotometricAug(
             jitter, cfg.color_jitter_p, cfg.grayscale_p, global2_blur_p, global2_solarize_p
         )
@@ -162,17 +174,27 @@ class TrainViews:
         """
         image = item["image"]
         geometry = sample_crop_geometry(*image.shape[:2], self.crop_size, self.scale_range, rng)
-        region = to_float_tensor(crop_region(image, geometry))
-        main = paste(normalize(self.main_aug(region, rng)), geometry, self.crop_size)
-        local = paste(normalize(self.local_aug(region, rng)), geometry, self.crop_size)
+        crop = to_float_tensor(padded_crop(image, geometry, self.crop_size))
+        post_crop_flips = rng.random(2) < FLIP_P  # the reference's second flips of the main and local views
+        main = self.main_aug(crop, rng)
+        local = self.local_aug(crop, rng)
+        main, local = self.flip_after_crop(main, local, post_crop_flips)
         return {
             "name": item["name"],
-            "image": main,
-            "local_view": local,
+            "image": normalize(main),
+            "local_view": normalize(local),
             "global2": self.second_global_view(image, rng),
             "valid_box": torch.tensor(geometry.dst, dtype=torch.int64),
             "label": torch.as_tensor(item["label"], dtype=torch.float32),
         }
+
+    def flip_after_crop(
+        self, main: torch.Tensor, local: torch.Tensor, flips: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference's post-crop flips, where a compat switch asks for them (the valid box is not flipped)."""
+        main_flip = self.box_before_flip and flips[0]
+        local_flip = flips[1] if self.local_view_flip else main_flip  # aligned: the local view follows the main
+        return (main.flip(-1) if main_flip else main), (local.flip(-1) if local_flip else local)
 
     def second_global_view(self, image: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """RandomResizedCrop of the original image to S×S (bicubic), flip, photometric aug → ``3×S×S``."""

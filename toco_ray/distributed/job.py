@@ -132,9 +132,9 @@ def check_data(cfg: ToCoConfig) -> dict[str, int]:
     if cfg.data.root and not Path(cfg.data.root).is_dir():
         raise JobError(f"data root {cfg.data.root} does not exist or is not a folder (config key data.root)")
     sizes = {}
-    for role, split in (("train", cfg.data.train_split), ("val", cfg.data.val_split)):
+    for role, split, limit in (("train", cfg.data.train_split, 0), ("val", cfg.data.val_split, cfg.data.val_limit)):
         try:
-            sizes[role] = len(build_dataset(cfg.data, split, cfg.model.num_classes))
+            sizes[role] = len(build_dataset(cfg.data, split, cfg.model.num_classes, limit=limit))
         except DatasetError as err:
             raise JobError(f"{role} split: {err}") from None
     return sizes

@@ -119,12 +119,12 @@ class TrainStream:
 def train_views(cfg: ToCoConfig) -> ViewDataset:
     """The training split with its augmentation views."""
     dataset = build_dataset(cfg.data, cfg.data.train_split, cfg.model.num_classes)
-    return ViewDataset(dataset, TrainViews(cfg.data), seed=cfg.train.seed)
+    return ViewDataset(dataset, TrainViews(cfg.data, cfg.compat), seed=cfg.train.seed)
 
 
 def val_views(cfg: ToCoConfig) -> ViewDataset:
     """The val split (cut to ``data.val_limit``) with the evaluation view (resized to ``data.val_size``)."""
-    dataset = build_dataset(cfg.data, cfg.data.val_split, cfg.model.num_classes)
+    dataset = build_dataset(cfg.data, cfg.data.val_split, cfg.model.num_classes, limit=cfg.data.val_limit)
     return ViewDataset(dataset, ValViews(cfg.data.val_size), seed=cfg.train.seed)
 
 
