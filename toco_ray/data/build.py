@@ -17,7 +17,8 @@ def build_dataset(cfg: DataConfig, split: str, num_classes: int, limit: int = 0)
     """Returns the reader for ``cfg.dataset`` on ``split``.
 
     The whole split unless ``limit`` is non-zero: only the in-training validation passes ``cfg.val_limit``, so
-    final inference and pseudo-label generation always cover the whole requested split. With ``cfg.root`` empty, the synthetic dataset is generated once into the cache
+    final inference and pseudo-label generation always cover the whole requested split. With ``cfg.root``
+    empty, the synthetic dataset is generated once into the cache
     (``ensure_default_dataset``); VOC and COCO need a root.
 
     Args:
