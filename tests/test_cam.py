@@ -134,6 +134,23 @@ def test_valid_box_is_scaled_to_the_token_grid():
     assert box_to_grid(torch.tensor([[0, 300, 10, 448]]), (448, 448), (28, 28)).tolist() == [[0, 18, 1, 28]]
 
 
+def test_compat_unscaled_box_reproduces_the_reference_token_labels():
+    # The reference slices the 28×28 token labels with the pixel box of the 448 crop. A 4×4 grid over 32×32
+    # pixels (stride 8) shows both failure modes by hand:
+    cam = torch.ones(1, 1, 32, 32)
+    labels = torch.ones(1, 1)
+    grid_of = lambda box, scale: cam_to_token_labels(  # noqa: E731
+        cam, labels, torch.tensor([box]), grid=(4, 4), high=0.7, low=0.25, scale_box=scale
+    ).tolist()
+    # rows [8, 32): fixed → token rows 1..3; reference → rows 8:32 of a 4-row grid, i.e. none: PTC is lost
+    assert grid_of([8, 32, 0, 32], True) == [[[255] * 4, [1] * 4, [1] * 4, [1] * 4]]
+    assert grid_of([8, 32, 0, 32], False) == [[[255] * 4] * 4]
+    # rows [0, 20), cols [2, 32): fixed → rows 0..1, cols 1..3; reference → rows 0:20 and cols 2:32 of the grid,
+    # i.e. every row (padding tokens labelled) and columns 2, 3 only
+    assert grid_of([0, 20, 2, 32], True) == [[[255, 1, 1, 1], [255, 1, 1, 1], [255] * 4, [255] * 4]]
+    assert grid_of([0, 20, 2, 32], False) == [[[255, 255, 1, 1]] * 4]
+
+
 def test_token_labels_with_padded_grid():
     # a 12×12 image, patch 8 → grid 2×2 covering 16×16; the CAM is zero-padded to 16×16 before resizing.
     cam = torch.ones(1, 1, 12, 12)

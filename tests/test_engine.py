@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -84,6 +85,58 @@ def test_train_step_updates_the_teacher_by_ema_and_steps_the_schedule():
     assert stats["lr"] == pytest.approx(cfg.optim.lr * cfg.optim.warmup_ratio)
     # it=1 of a 2-iteration warm-up: 1 − (1 − 1/2)(1 − 1e-6) ≈ 0.5
     assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr * (1 - 0.5 * (1 - 1e-6)))
+
+
+def test_compat_zero_scheduled_terms_computes_them_x0_so_adamw_state_advances():
+    batch = random_batch()
+    states = {}
+    for compat in (False, True):
+        cfg = tiny_config(**{"schedule.seg_start_iter": 5, "compat.zero_scheduled_terms": compat})
+        torch.manual_seed(0)
+        objective = build_objective(cfg, seed=3)
+        losses = objective(batch, iteration=0)
+        assert ({"seg", "reg"} <= set(losses)) == compat
+        optimizer = build_optimizer(objective.model.param_groups(), cfg.optim)
+        scheduler = build_scheduler(optimizer, cfg.optim, cfg.schedule.max_iters)
+        train_step(objective, optimizer, scheduler, batch, iteration=0)
+        decoder = next(objective.model.decoder.parameters())
+        states[compat] = (losses, optimizer.state.get(decoder, {}))
+    fixed, ref = states[False][0], states[True][0]
+    # the switched-off terms enter the total ×0: same total, same value of every other term
+    torch.testing.assert_close(ref["total"], fixed["total"])
+    assert float(ref["seg"].detach()) > 0 and float(ref["reg"].detach()) != 0
+    # the decoder has AdamW state (step 1, zero moments) only when the terms were computed
+    assert states[False][1] == {}
+    assert float(states[True][1]["step"]) == 1 and float(states[True][1]["exp_avg"].abs().max()) == 0
+
+
+def test_compat_reg_energy_scale_uses_the_reference_equivalent_weight():
+    assert build_objective(tiny_config()).energy.weight == pytest.approx(1e-7)
+    scaled = build_objective(tiny_config(**{"compat.reg_energy_scale": True})).energy.weight
+    assert scaled == pytest.approx(1e-7 * 0.57)
+    assert build_objective(tiny_config(**{"compat.reference": True})).energy.weight == pytest.approx(scaled)
+
+
+def test_compat_ptc_box_unscaled_changes_only_ptc():
+    batch = random_batch(h=64, w=64)
+    batch["valid_box"] = torch.tensor([[16, 64, 0, 64]] * 2)  # starts below the 8-row token grid
+    values = {}
+    for compat in (False, True):
+        torch.manual_seed(0)
+        objective = build_objective(tiny_config(**{"compat.ptc_box_unscaled": compat, "loss.w_reg": 0.0}), seed=3)
+        values[compat] = objective(batch, iteration=0)
+    # the reference's slice rows 16:64 of an 8-row grid is empty: no labelled token, PTC's pair sums are 0
+    assert float(values[True]["ptc"].detach()) == pytest.approx(0.5)  # 0.5·(1 − 0/1) + 0.5·0/1
+    assert float(values[False]["ptc"].detach()) != pytest.approx(0.5)
+    for name in ("cls", "cls_aux", "ctc", "seg"):
+        torch.testing.assert_close(values[True][name], values[False][name], msg=name)
+
+
+def test_compat_reference_turns_every_switch_on():
+    compat = build_config("synthetic", {"compat.reference": True}).compat
+    names = [f.name for f in dataclasses.fields(compat) if f.name != "reference"]
+    assert names and all(compat.on(name) for name in names)
+    assert not any(build_config("synthetic").compat.on(name) for name in names)
 
 
 def test_box_mask():

@@ -119,6 +119,7 @@ def cam_to_token_labels(
     low: float,
     ignore_index: int = 255,
     patch_size: int | tuple[int, int] | None = None,
+    scale_box: bool = True,
 ) -> torch.Tensor:
     """PTC pseudo labels on the token grid (SPEC §3).
 
@@ -138,6 +139,9 @@ def cam_to_token_labels(
         grid: ``(h, w)`` token grid.
         high, low: β_h and β_l.
         patch_size: token stride when ``H×W`` is not a multiple of it (the CAM is zero-padded to the grid).
+        scale_box: False applies the pixel box to the token grid as it is, the reference's bug
+            (``compat.ptc_box_unscaled``): a box starting below row ``h`` labels no token at all, one ending
+            beyond it keeps every row.
 
     Returns:
         B×h×w long labels in {0, 1..C, ignore_index}.
@@ -154,7 +158,9 @@ def cam_to_token_labels(
     labels = index + 1
     labels[value <= high] = ignore_index
     labels[value <= low] = 0
-    token_box = box_to_grid(valid_box.to(labels.device), covered, grid)
+    token_box = valid_box.to(labels.device)
+    if scale_box:
+        token_box = box_to_grid(token_box, covered, grid)
     labels[~inside_box(token_box, grid)] = ignore_index
     return labels
 

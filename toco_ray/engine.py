@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toco_ray.cam import cam_to_roi, cam_to_token_labels, multiscale_cam
-from toco_ray.config import ToCoConfig
+from toco_ray.config import REFERENCE_ENERGY_RATIO, ToCoConfig
 from toco_ray.data.transforms import denormalize
 from toco_ray.losses import DenseEnergyLoss, cls_loss, ctc_loss, ptc_loss, sample_local_crops, seg_loss
 from toco_ray.models import build_model
@@ -49,11 +49,14 @@ class ActiveTerms:
         return self.ptc or self.ctc or self.seg or self.reg
 
 
-def active_terms(cfg: ToCoConfig, iteration: int) -> ActiveTerms:
-    """Applies the loss weights and the schedule (``seg_start_iter``, ``contrast_start_iter``)."""
+def active_terms(cfg: ToCoConfig, iteration: int, ignore_schedule: bool = False) -> ActiveTerms:
+    """Applies the loss weights and the schedule (``seg_start_iter``, ``contrast_start_iter``).
+
+    ``ignore_schedule``: every term with a non-zero weight, switched on or not (what the reference computes).
+    """
     w, s = cfg.loss, cfg.schedule
-    contrast_on = iteration >= s.contrast_start_iter
-    seg_on = iteration >= s.seg_start_iter
+    contrast_on = ignore_schedule or iteration >= s.contrast_start_iter
+    seg_on = ignore_schedule or iteration >= s.seg_start_iter
     return ActiveTerms(
         cls=w.w_cls > 0,
         cls_aux=w.w_cls_aux > 0,
@@ -78,8 +81,9 @@ class ToCoObjective(nn.Module):
         self.cfg = cfg
         self.model = build_model(cfg.model)
         self.par = build_par(cfg.par)
+        energy_scale = REFERENCE_ENERGY_RATIO if cfg.compat.on("reg_energy_scale") else 1.0
         self.energy = DenseEnergyLoss(
-            weight=cfg.loss.reg_weight,
+            weight=cfg.loss.reg_weight * energy_scale,
             sigma_rgb=cfg.loss.reg_sigma_rgb,
             sigma_xy=cfg.loss.reg_sigma_xy,
             scale=cfg.loss.reg_scale,
@@ -101,9 +105,14 @@ class ToCoObjective(nn.Module):
             iteration: 0-based training iteration (drives the schedule).
 
         Returns:
-            ``{"total": scalar, term: scalar for each active term}``, all with gradients.
+            ``{"total": scalar, term: scalar for each computed term}``, all with gradients. With
+            ``compat.zero_scheduled_terms`` the terms the schedule has not switched on yet are computed too and
+            enter the total ×0, as in the reference: their parameters get zero gradients, so AdamW's state and
+            weight decay advance from iteration 0.
         """
         terms = active_terms(self.cfg, iteration)
+        if self.cfg.compat.on("zero_scheduled_terms"):
+            terms = active_terms(self.cfg, iteration, ignore_schedule=True)
         images, labels, box = batch["image"], batch["label"], batch["valid_box"]
         out = self.model(images, with_seg=terms.seg or terms.reg)
         losses: dict[str, torch.Tensor] = {}
@@ -120,7 +129,7 @@ class ToCoObjective(nn.Module):
             if terms.seg or terms.reg:
                 seg_cam = aux_cam if iteration < self.cfg.schedule.aux_seg_label_until else cam
                 losses.update(self.seg_terms(images, out.seg_logits, seg_cam, labels, box, terms))
-        losses["total"] = self.weighted_sum(losses)
+        losses["total"] = self.weighted_sum(losses, active_terms(self.cfg, iteration))
         return losses
 
     def compute_cams(self, images: torch.Tensor, out) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +140,8 @@ class ToCoObjective(nn.Module):
     def ptc_term(self, patches, aux_cam, labels, box) -> torch.Tensor:
         cam = self.cfg.cam
         token_labels = cam_to_token_labels(
-            aux_cam, labels, box, grid=tuple(patches.shape[-2:]), high=cam.high_thre, low=cam.low_thre
+            aux_cam, labels, box, grid=tuple(patches.shape[-2:]), high=cam.high_thre, low=cam.low_thre,
+            scale_box=not self.cfg.compat.on("ptc_box_unscaled"),
         )
         return ptc_loss(patches, token_labels)
 
@@ -173,11 +183,12 @@ class ToCoObjective(nn.Module):
             out["reg"] = self.energy(images01 * 255.0, logits.softmax(dim=1), box_mask(box, pseudo.shape), pseudo)
         return out
 
-    def weighted_sum(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    def weighted_sum(self, losses: dict[str, torch.Tensor], active: ActiveTerms) -> torch.Tensor:
+        """Σ λ·term over ``losses``; a term the schedule has not switched on (``active``) counts ×0."""
         w = self.cfg.loss
         weights = {"cls": w.w_cls, "cls_aux": w.w_cls_aux, "ptc": w.w_ptc, "ctc": w.w_ctc, "seg": w.w_seg,
                    "reg": w.w_reg}
-        return sum(weights[name] * value for name, value in losses.items())
+        return sum((weights[name] if getattr(active, name) else 0.0) * value for name, value in losses.items())
 
 
 def box_mask(box: torch.Tensor, shape: torch.Size) -> torch.Tensor:
