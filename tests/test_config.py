@@ -67,3 +67,19 @@ def test_parse_override_reads_yaml_values():
     assert parse_override("model.backbone=vit_base_patch16_224") == ("model.backbone", "vit_base_patch16_224")
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("loss.w_ptc")
+
+
+def test_coco_preset_follows_the_reference_coco_script():
+    cfg = build_config("coco")
+    # ref dist_train_coco_seg_neg.py: high_thre 0.65 (PTC and the seg labels' high background), bkg_thre 0.45
+    assert (cfg.cam.high_thre, cfg.cam.bkg_high, cfg.cam.bkg_low, cfg.cam.eval_bkg) == (0.65, 0.65, 0.25, 0.45)
+    assert cfg.ctc.temperature == 1.0  # the script's CTC_loss temp (paper and log: 0.5)
+    assert cfg.eval.protocol == "coco" and build_config("voc").eval.protocol == "voc"
+
+
+def test_compat_section_defaults_off_and_reference_is_a_key():
+    cfg = build_config("voc", {"compat.reference": True})
+    assert flatten(cfg)["compat.reference"] is True
+    assert not build_config("voc").compat.reference
+    with pytest.raises(ConfigError, match="unknown config key 'compat.nan_seg_loss'"):
+        build_config("voc", {"compat.nan_seg_loss": True})

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from toco_ray.cam import multiscale_cam
 from toco_ray.config import build_config
 from toco_ray.evaluation import (
     EvalCounts,
@@ -10,6 +11,7 @@ from toco_ray.evaluation import (
     count_batch,
     eval_metrics,
     evaluate,
+    predict,
     summarize,
 )
 from toco_ray.models import build_model
@@ -100,18 +102,32 @@ def _val_batches(num_images: int, batch: int) -> list[dict]:
 def test_evaluate_counts_every_valid_native_pixel_and_restores_the_mode(tiny_model):
     batches = _val_batches(5, batch=2)
     tiny_model.train()
-    counts = evaluate(tiny_model, batches, num_classes=20, bkg_score=0.5)
+    counts = evaluate(tiny_model, batches, num_classes=20, bkg_score=0.5, scales=(1.0,))
     assert tiny_model.training
     valid = sum(int((m != 255).sum()) for b in batches for m in b["mask"])
     assert counts.num_images == 5
     assert all(int(m.sum()) == valid for m in counts.matrices.values())
 
 
+def test_in_training_cams_are_the_multiscale_cams_of_the_same_images(tiny_model):
+    # the paper's M and M^m: multi-scale (1.0, 0.5, 1.5) + flip CAMs, as the reference's validate()
+    batch = _val_batches(2, batch=2)[0]
+    scales = build_config("synthetic").cam.scales
+    assert scales == (1.0, 0.5, 1.5)
+    tiny_model.eval()
+    preds = predict(tiny_model, batch["image"], batch["label"], [m.shape for m in batch["mask"]], 0.5, scales)
+    cam, aux_cam = multiscale_cam(tiny_model, batch["image"], scales)
+    torch.testing.assert_close(preds.cams, cam)
+    torch.testing.assert_close(preds.aux_cams, aux_cam)
+    single = predict(tiny_model, batch["image"], batch["label"], [m.shape for m in batch["mask"]], 0.5, (1.0,))
+    assert not torch.allclose(single.cams, cam)
+
+
 def test_shards_summed_equal_the_whole_val_set(tiny_model):
-    whole = evaluate(tiny_model, _val_batches(4, batch=4), num_classes=20, bkg_score=0.5)
+    whole = evaluate(tiny_model, _val_batches(4, batch=4), num_classes=20, bkg_score=0.5, scales=(1.0,))
     parts = _val_batches(4, batch=1)
-    shard0 = evaluate(tiny_model, parts[0::2], num_classes=20, bkg_score=0.5)
-    shard1 = evaluate(tiny_model, parts[1::2], num_classes=20, bkg_score=0.5)
+    shard0 = evaluate(tiny_model, parts[0::2], num_classes=20, bkg_score=0.5, scales=(1.0,))
+    shard1 = evaluate(tiny_model, parts[1::2], num_classes=20, bkg_score=0.5, scales=(1.0,))
     summed = shard0.with_stacked(shard0.stacked() + shard1.stacked())
     for name, matrix in whole.matrices.items():
         assert torch.equal(summed.matrices[name], matrix), name

@@ -2,11 +2,13 @@
 
 One call refines the class probabilities of one image: unary = −log(softmax probabilities), a Gaussian
 (position-only) pairwise term and a bilateral (position + colour) pairwise term, mean-field inference for
-``crf_iters`` iterations. Every parameter comes from :class:`~toco_ray.config.EvalConfig`.
+``crf_iters`` iterations. The parameters come from :class:`~toco_ray.config.EvalConfig`: the final segmentation
+uses ``crf_*`` (:meth:`CRFParams.final`), CAM pseudo labels ``cam_crf_*`` (:meth:`CRFParams.cam_labels`), as the
+reference's two tools do.
 
 Example:
     >>> cfg = build_config("voc").eval
-    >>> refined = dense_crf(image, probs, cfg)   # image 375×500×3 uint8, probs 21×375×500
+    >>> refined = dense_crf(image, probs, CRFParams.final(cfg))   # image 375×500×3 uint8, probs 21×375×500
     >>> refined.argmax(0).shape
     (375, 500)
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import platform
+from dataclasses import dataclass
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
@@ -26,6 +29,31 @@ from toco_ray.config import EvalConfig
 # glibc's mallopt parameters (malloc.h) and the value we set them to
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 KEEP_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class CRFParams:
+    """Mean-field iterations and the two pairwise kernels (pydensecrf's ``sxy``/``srgb``/``compat``)."""
+
+    iters: int
+    gauss_sxy: float
+    gauss_compat: float
+    bi_sxy: float
+    bi_srgb: float
+    bi_compat: float
+
+    @classmethod
+    def final(cls, cfg: EvalConfig) -> CRFParams:
+        """The final segmentation's CRF (ref ``infer_seg_voc``: 1/1, 121/5/4)."""
+        return cls(cfg.crf_iters, cfg.crf_gauss_sxy, cfg.crf_gauss_compat, cfg.crf_bi_sxy, cfg.crf_bi_srgb,
+                   cfg.crf_bi_compat)
+
+    @classmethod
+    def cam_labels(cls, cfg: EvalConfig) -> CRFParams:
+        """The CRF of CAM pseudo labels (ref ``infer_cam_crf_label``: 3/3, 36/3/4)."""
+        return cls(cfg.crf_iters, cfg.cam_crf_gauss_sxy, cfg.cam_crf_gauss_compat, cfg.cam_crf_bi_sxy,
+                   cfg.cam_crf_bi_srgb, cfg.cam_crf_bi_compat)
+
 
 KEEP_FREED_MEMORY = True
 """Whether :func:`dense_crf` first tunes glibc to keep freed buffers (see :func:`keep_freed_memory`)."""
@@ -48,13 +76,13 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
 
 
-def dense_crf(image: np.ndarray, probs: np.ndarray, cfg: EvalConfig) -> np.ndarray:
+def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.ndarray:
     """Refines per-pixel class probabilities with a fully connected CRF.
 
     Args:
         image: H×W×3 uint8 RGB image the probabilities belong to.
         probs: K×H×W class probabilities (each pixel sums to 1), any float dtype.
-        cfg: ``crf_iters``, ``crf_gauss_sxy``/``crf_gauss_compat``, ``crf_bi_sxy``/``crf_bi_srgb``/``crf_bi_compat``.
+        params: iterations and kernel parameters (:meth:`CRFParams.final` or :meth:`CRFParams.cam_labels`).
 
     Returns:
         K×H×W float32 marginals after inference (argmax over K is the refined label map).
@@ -73,8 +101,8 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, cfg: EvalConfig) -> np.ndarr
     # The C++ side reads raw buffers: arrays must be C-contiguous (else the result is silently wrong) and
     # writeable (Cython memoryviews refuse read-only ones, e.g. zero-copy arrays from Ray's object store).
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs.astype(np.float32, copy=False))))
-    crf.addPairwiseGaussian(sxy=cfg.crf_gauss_sxy, compat=cfg.crf_gauss_compat)
+    crf.addPairwiseGaussian(sxy=params.gauss_sxy, compat=params.gauss_compat)
     rgb = np.require(image, dtype=np.uint8, requirements=["C_CONTIGUOUS", "WRITEABLE"])
-    crf.addPairwiseBilateral(sxy=cfg.crf_bi_sxy, srgb=cfg.crf_bi_srgb, rgbim=rgb, compat=cfg.crf_bi_compat)
-    marginals = crf.inference(cfg.crf_iters)
+    crf.addPairwiseBilateral(sxy=params.bi_sxy, srgb=params.bi_srgb, rgbim=rgb, compat=params.bi_compat)
+    marginals = crf.inference(params.iters)
     return np.asarray(marginals, dtype=np.float32).reshape(num_labels, height, width)

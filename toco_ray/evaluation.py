@@ -1,11 +1,11 @@
 """In-training evaluation (SPEC §8): CAM, aux-CAM and segmentation confusion matrices on the val split.
 
-Each val image is resized to ``data.val_size`` and seen at a single scale (with its flip for the CAMs, as
-:func:`~toco_ray.cam.multiscale_cam` does at every scale). The CAM labels use the ground-truth image-level labels
-and a constant background score ``cam.eval_bkg``, as the reference's in-training evaluation does; the
-segmentation is the argmax of the decoder logits. Every prediction is brought to the native mask size before it is
-counted. The functions here return raw K×K confusion matrices (K = C + 1), so a distributed caller sums them
-over workers (one all-reduce) before computing IoU.
+As the reference's ``validate()``, each val image is resized to ``data.val_size``; the CAM and aux CAM are the
+multi-scale + flip CAMs of :func:`~toco_ray.cam.multiscale_cam` at ``cam.scales`` (1.0, 0.5, 1.5): these are the
+paper's M and M^m (Tables 4 and 5). The CAM labels use the ground-truth image-level labels and a constant
+background score ``cam.eval_bkg``; the segmentation is the single-scale argmax of the decoder logits.
+Every prediction is brought to the native mask size before it is counted. The functions here return raw K×K
+confusion matrices (K = C + 1), so a distributed caller sums them over workers (one all-reduce) before computing IoU.
 
 Trivial baselines are counted alongside, from the ground truth alone: every pixel background; every pixel of an
 image set to the class covering most of it; every pixel set to its largest foreground class. A CAM worth its name
@@ -25,7 +25,6 @@ from toco_ray.cam import cam_to_label, multiscale_cam
 from toco_ray.metrics import IoUResult, confusion_matrix, iou_from_confusion
 
 IGNORE_INDEX = 255
-EVAL_SCALES = (1.0,)  # in-training evaluation is single scale (SPEC §8)
 KINDS = ("cam", "aux_cam", "seg")  # predictions evaluated
 # trivial baselines counted from the ground truth (see baseline_predictions)
 BASELINES = ("all_background", "image_majority", "image_largest_foreground")
@@ -52,6 +51,7 @@ def predict(
     labels: torch.Tensor,
     out_sizes: Sequence[tuple[int, int]],
     bkg_score: float,
+    scales: Sequence[float],
     autocast_dtype: torch.dtype | None = None,
 ) -> Predictions:
     """CAM, aux-CAM and segmentation labels for a batch.
@@ -62,6 +62,7 @@ def predict(
         labels: B×C multi-hot ground-truth image-level labels.
         out_sizes: B native mask sizes ``(H_i, W_i)``.
         bkg_score: constant background score of the CAM labels (``cam.eval_bkg``).
+        scales: CAM scales (``cam.scales``); the segmentation forward is reused for scale 1.0.
         autocast_dtype: e.g. ``torch.bfloat16`` on GPU; None for full precision.
     """
     autocast = (
@@ -70,8 +71,9 @@ def predict(
         else contextlib.nullcontext()
     )
     with autocast:
-        cams, aux_cams = multiscale_cam(model, images, EVAL_SCALES)
         out = model(images, with_seg=True)
+        base = model.cam_maps(out) if 1.0 in scales else None
+        cams, aux_cams = multiscale_cam(model, images, scales, base=base)
     cams, aux_cams = cams.float(), aux_cams.float()
     seg_logits = out.seg_logits.float()
     result = Predictions(cam=[], aux_cam=[], seg=[], cams=cams, aux_cams=aux_cams)
@@ -161,6 +163,7 @@ def evaluate(
     batches: Iterable[dict],
     num_classes: int,
     bkg_score: float,
+    scales: Sequence[float],
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
 ) -> EvalCounts:
@@ -171,6 +174,7 @@ def evaluate(
         batches: collated val batches with "image" (B×3×S×S), "label" (B×C) and "mask" (B native H_i×W_i masks).
         num_classes: C (matrices are (C+1)×(C+1)).
         bkg_score: ``cam.eval_bkg``.
+        scales: CAM scales (``cam.scales``).
     """
     counts = EvalCounts.zeros(num_classes)
     with eval_mode(model):
@@ -178,7 +182,7 @@ def evaluate(
             masks = list(batch["mask"])
             images = batch["image"].to(device)
             labels = batch["label"].to(device)
-            preds = predict(model, images, labels, [m.shape[-2:] for m in masks], bkg_score, autocast_dtype)
+            preds = predict(model, images, labels, [m.shape[-2:] for m in masks], bkg_score, scales, autocast_dtype)
             count_batch(counts, preds, masks)
     return counts
 

@@ -1,8 +1,10 @@
 """Segmentation metrics from a confusion matrix (SPEC §8).
 
 Pixels whose ground truth is the ignore index (255) are excluded. ``IoU_c = TP / (TP + FP + FN)``; the mean is
-taken over classes whose union is non-zero. Confusion matrices are plain integer tensors, so distributed
-evaluation reduces them with a single all-reduce (sum) before computing IoU.
+taken over the classes present in the ground truth, the reference's rule (``utils/evaluate.py::scores``): a class
+that is only predicted adds to the false positives of the others but has no IoU term of its own. On full VOC val
+every class is present and the rule changes nothing; on subsets it does. Confusion matrices are plain integer
+tensors, so distributed evaluation reduces them with a single all-reduce (sum) before computing IoU.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def confusion_matrix(pred: torch.Tensor, gt: torch.Tensor, num_classes: int, ign
 
 @dataclass
 class IoUResult:
-    """Per-class IoU (NaN where a class never occurs in prediction or ground truth) and their mean."""
+    """Per-class IoU (NaN where a class is absent from the ground truth) and their mean."""
 
     per_class: np.ndarray  # K
     miou: float
@@ -44,13 +46,13 @@ class IoUResult:
 
 
 def iou_from_confusion(conf: torch.Tensor | np.ndarray) -> IoUResult:
-    """IoU per class and mIoU over classes with a non-zero union."""
+    """IoU per class and mIoU over the classes present in the ground truth (rows of ``conf`` with pixels)."""
     conf = np.asarray(conf.cpu() if isinstance(conf, torch.Tensor) else conf, dtype=np.float64)
     tp = np.diag(conf)
     union = conf.sum(0) + conf.sum(1) - tp
+    valid = conf.sum(1) > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
-    valid = union > 0
+        iou = np.where(valid, tp / union, np.nan)
     miou = float(iou[valid].mean()) if valid.any() else float("nan")
     total = conf.sum()
     return IoUResult(per_class=iou, miou=miou, pixel_acc=float(tp.sum() / total) if total else float("nan"))

@@ -6,13 +6,15 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from toco_ray.config import build_config
-from toco_ray.crf import dense_crf
+from toco_ray.crf import CRFParams, dense_crf
 
 pytestmark = pytest.mark.unit
 
-CFG = build_config("voc").eval  # the paper's parameters: 10 iterations, Gaussian 1/1, bilateral 121/5/4
+# the paper's parameters: 10 iterations, Gaussian 1/1, bilateral 121/5/4
+CFG = CRFParams.final(build_config("voc").eval)
 
 
 def two_halves(height=40, width=60, flip_fraction=0.1, seed=0):
@@ -94,3 +96,29 @@ def test_freed_crf_sized_buffers_stay_in_the_process_once_tuned():
 
     assert freed_bytes("default") < 1 << 20
     assert freed_bytes("keep") >= 16 << 20
+
+
+def test_cam_pseudo_labels_use_their_own_crf_parameters():
+    cfg = build_config("voc").eval
+    final, cam = CRFParams.final(cfg), CRFParams.cam_labels(cfg)
+    # ref infer_seg_voc: Gaussian 1/1, bilateral 121/5/4; ref infer_cam_crf_label: Gaussian 3/3, bilateral 36/3/4
+    assert (final.gauss_sxy, final.gauss_compat, final.bi_sxy, final.bi_srgb, final.bi_compat) == (1, 1, 121, 5, 4)
+    assert (cam.gauss_sxy, cam.gauss_compat, cam.bi_sxy, cam.bi_srgb, cam.bi_compat) == (3, 3, 36, 3, 4)
+    assert final.iters == cam.iters == 10
+
+
+def test_crf_cam_label_runs_the_cam_crf(monkeypatch):
+    from toco_ray.inference import predict
+
+    seen = []
+    real = predict.dense_crf
+
+    def recording(image, probs, params):
+        seen.append(params)
+        return real(image, probs, params)
+
+    monkeypatch.setattr(predict, "dense_crf", recording)
+    image = np.zeros((8, 8, 3), np.uint8)
+    cam = torch.rand(2, 8, 8)
+    predict.crf_cam_label(image, cam, torch.tensor([1.0, 0.0]), 0.7, 0.25, build_config("voc").eval)
+    assert seen == [CRFParams.cam_labels(build_config("voc").eval)] * 2  # the high and the low pass

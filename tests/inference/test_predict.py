@@ -53,6 +53,20 @@ def test_max_over_scales_then_softmax():
     assert probs[0, 1] == pytest.approx(torch.full((8, 8), 0.9526), abs=1e-4)
 
 
+def test_coco_protocol_resizes_the_input_takes_the_flip_max_and_sums_the_scales():
+    image = torch.zeros(1, 3, 12, 12)
+    image[..., :6] = 1.0  # left half 1, right half 0
+    coco = predict_seg(MeanLogitNet(), image, scales=(0.5, 1.5), protocol="coco", input_size=8)
+    # resized to 8×8 first: scale s → height 8s → logit s on the left half, 0 on the right. Flip-max keeps s
+    # (flip-sum would give 2s); summed over the scales 0.5 + 1.5 = 2 → sigmoid(2) = 0.8808 on the left, 0.5 right.
+    assert coco.shape == (1, 2, 12, 12)
+    assert coco[0, 1, :, :4] == pytest.approx(torch.full((12, 4), 0.8808), abs=1e-3)
+    assert coco[0, 1, :, 8:] == pytest.approx(torch.full((12, 4), 0.5), abs=1e-3)
+    # the voc protocol on the same image: native 12 → logit 1.5s, flip-sum 3s, max over scales 4.5 → 0.9890
+    voc = predict_seg(MeanLogitNet(), image, scales=(0.5, 1.5))
+    assert voc[0, 1, :, :4] == pytest.approx(torch.full((12, 4), 0.9890), abs=1e-3)
+
+
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)

@@ -252,8 +252,9 @@ class WorkerLoop:
         started = time.perf_counter()
         model = unwrap(self.ddp).model
         loader = val_loader(self.val_set, self.cfg, self.worker.rank, self.worker.world_size)
+        cfg = self.cfg
         local = evaluate(
-            model, loader, self.cfg.model.num_classes, self.cfg.cam.eval_bkg, self.worker.device, self.autocast
+            model, loader, cfg.model.num_classes, cfg.cam.eval_bkg, cfg.cam.scales, self.worker.device, self.autocast
         )
         counts = local.with_stacked(comm.sum_tensor(local.stacked(), self.worker.device))
         results = summarize(counts)
@@ -290,7 +291,8 @@ class WorkerLoop:
         labels = probes["label"].to(self.worker.device)
         masks = probes["mask"]
         with eval_mode(model):
-            preds = predict(model, images, labels, [m.shape[-2:] for m in masks], self.cfg.cam.eval_bkg, self.autocast)
+            sizes = [m.shape[-2:] for m in masks]
+            preds = predict(model, images, labels, sizes, self.cfg.cam.eval_bkg, self.cfg.cam.scales, self.autocast)
         return cam_overlay_figure(
             denormalize(images.cpu()),
             preds.cams.cpu(),

@@ -25,7 +25,7 @@ from torch import nn
 
 from toco_ray.cam import cam_to_label, multiscale_cam
 from toco_ray.config import EvalConfig
-from toco_ray.crf import dense_crf
+from toco_ray.crf import CRFParams, dense_crf
 from toco_ray.data.transforms import normalize, resize_image, to_float_tensor
 
 IGNORE_INDEX = 255
@@ -37,33 +37,44 @@ def image_tensor(image: np.ndarray, device: torch.device | str = "cpu") -> torch
 
 
 @torch.no_grad()
-def predict_seg(model: nn.Module, images: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
+def predict_seg(
+    model: nn.Module, images: torch.Tensor, scales: Sequence[float], protocol: str = "voc", input_size: int = 448
+) -> torch.Tensor:
     """Multi-scale + flip segmentation (SPEC §8), as the reference's final evaluation.
 
-    Per scale ``s`` the images are resized to ``int(s·H)×int(s·W)`` (bilinear, ``align_corners=False``), the
-    decoder logits of the image and of its flip are brought to ``H×W`` and summed (the flipped one flipped back);
-    the element-wise max over scales is taken, then the softmax over classes.
+    ``protocol="voc"`` (ref ``infer_seg_voc``): per scale ``s`` the images are resized to ``int(s·H)×int(s·W)``
+    (bilinear, ``align_corners=False``), the decoder logits of the image and of its flip are brought to ``H×W``
+    and summed (the flipped one flipped back); the element-wise max over scales is taken.
+    ``protocol="coco"`` (ref ``infer_seg_coco_ddp``): the images are first resized to ``input_size²``, the scales
+    are of that size, the flip pair is merged by max within a scale and the scales are summed. Either way the
+    softmax over classes comes last.
 
     Args:
         model: a :class:`~toco_ray.models.ToCoNet` in eval mode.
         images: B×3×H×W normalised images (native resolution).
         scales: e.g. ``cfg.eval.scales`` (VOC 1.0, 1.25, 1.5).
+        protocol: ``eval.protocol``, ``"voc"`` or ``"coco"``.
+        input_size: the coco protocol's square input side (``data.val_size``, 448).
 
     Returns:
         B×(C+1)×H×W float32 class probabilities (background first).
     """
     size = (images.shape[-2], images.shape[-1])
-    best = None
+    merge_flips, merge_scales = (torch.maximum, torch.add) if protocol == "coco" else (torch.add, torch.maximum)
+    if protocol == "coco":
+        images = F.interpolate(images, size=(input_size, input_size), mode="bilinear", align_corners=False)
+    base = (images.shape[-2], images.shape[-1])
+    total = None
     for scale in scales:
-        scaled_size = (max(1, int(scale * size[0])), max(1, int(scale * size[1])))
+        scaled_size = (max(1, int(scale * base[0])), max(1, int(scale * base[1])))
         x = images
-        if scaled_size != size:
+        if scaled_size != base:
             x = F.interpolate(images, size=scaled_size, mode="bilinear", align_corners=False)
         logits = model(torch.cat([x, x.flip(-1)]), with_seg=True).seg_logits.float()
         plain, flipped = model.to_pixels(logits, scaled_size, size).chunk(2)
-        summed = plain + flipped.flip(-1)
-        best = summed if best is None else torch.maximum(best, summed)
-    return best.softmax(dim=1)
+        merged = merge_flips(plain, flipped.flip(-1))
+        total = merged if total is None else merge_scales(total, merged)
+    return total.softmax(dim=1)
 
 
 @torch.no_grad()
@@ -148,14 +159,15 @@ def cam_bkg_probs(cam: torch.Tensor, cls_label: torch.Tensor, bkg_score: float) 
 def crf_cam_label(
     image: np.ndarray, cam: torch.Tensor, cls_label: torch.Tensor, bkg_high: float, bkg_low: float, cfg: EvalConfig
 ) -> torch.Tensor:
-    """Dual-threshold pseudo label after a dense CRF on each pass's CAM+background probabilities (ref).
+    """Dual-threshold pseudo label after a dense CRF on each pass's CAM+background probabilities.
 
     Args:
         image: H×W×3 uint8 RGB.
         cam: C×H×W CAM in [0, 1] at the image size.
         cls_label: (C,) multi-hot image-level label.
         bkg_high, bkg_low: the two background scores.
-        cfg: CRF parameters (``eval.crf_*``).
+        cfg: the eval section; its ``cam_crf_*`` parameters (ref ``infer_cam_crf_label``: Gaussian 3/3,
+            bilateral 36/3/4), not the final segmentation's.
 
     Returns:
         H×W long in {0..C, 255}.
@@ -166,6 +178,6 @@ def crf_cam_label(
         if len(keys) == 1:  # no present class: everything is background, nothing for the CRF to decide
             labels.append(torch.zeros(cam.shape[-2:], dtype=torch.long))
             continue
-        refined = dense_crf(image, probs.cpu().numpy(), cfg)
+        refined = dense_crf(image, probs.cpu().numpy(), CRFParams.cam_labels(cfg))
         labels.append(keys.cpu()[torch.from_numpy(refined.argmax(axis=0))])
     return combine_dual(*labels)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toco_ray.config import ToCoConfig
-from toco_ray.crf import dense_crf
+from toco_ray.crf import CRFParams, dense_crf
 from toco_ray.data.base import SegDataset
 from toco_ray.inference.outputs import OutputLayout, write_json, write_label_png, write_npy
 from toco_ray.inference.predict import (
@@ -122,7 +122,10 @@ def infer_item(model: nn.Module, task: InferenceTask, item: dict[str, Any], devi
     """
     start = time.perf_counter()
     if task.mode == "seg":
-        probs = predict_seg(model, image_tensor(item["image"], device), task.scales)
+        cfg = task.cfg
+        probs = predict_seg(
+            model, image_tensor(item["image"], device), task.scales, cfg.eval.protocol, cfg.data.val_size
+        )
         out = {"probs": probs[0].cpu().numpy()}
     else:
         cam, aux_cam = predict_cams(model, item["image"], task.scales, task.cfg.data.val_size, device)
@@ -140,7 +143,7 @@ def refine_item(task: InferenceTask, item: dict[str, Any], scores: dict[str, Any
         probs = scores["probs"]
         labels = {"seg": probs.argmax(axis=0)}
         if task.crf:
-            labels["seg_crf"] = dense_crf(item["image"], probs, task.cfg.eval).argmax(axis=0)
+            labels["seg_crf"] = dense_crf(item["image"], probs, CRFParams.final(task.cfg.eval)).argmax(axis=0)
     else:
         cam_cfg = task.cfg.cam
         cam, aux_cam, cls_label = (as_tensor(a) for a in (scores["cams"], scores["aux_cams"], item["label"]))
