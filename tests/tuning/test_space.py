@@ -22,6 +22,9 @@ pytestmark = pytest.mark.unit
         ("table5b_crop_size", 12, ["64", "80", "96", "112"]),
         ("table5c_momentum", 12, ["0", "0.1", "0.9", "0.99"]),
         ("toco_hpo", 40, []),
+        # fixed, reference and each of the five switches alone × 3 seeds = 21
+        ("compat_ablation", 21, ["fixed", "reference", "ref PTC box", "ref box before flip", "ref local view flip",
+                                 "ref x0 terms", "ref energy scale"]),
     ],
 )
 def test_shipped_spaces_load_with_their_trial_counts_and_rows(name, trials, rows):
@@ -30,6 +33,22 @@ def test_shipped_spaces_load_with_their_trial_counts_and_rows(name, trials, rows
     assert space.row_labels() == rows
     if space.paper is not None:  # every row sits beside a row of the paper's table
         assert {space.paper.row_for(r) for r in rows} <= set(paper.TABLES[space.paper.table])
+
+
+def test_compat_ablation_rows_put_back_one_reference_behaviour_each():
+    from dataclasses import fields
+
+    from toco_ray.config import CompatConfig
+
+    space = load_space(SPACES / "compat_ablation.yaml")
+    switches = [f.name for f in fields(CompatConfig) if f.name != "reference"]
+    on = {}
+    for point in space.grid_points()[:: len(space.seeds)]:
+        compat = space.config(point.overrides, point.seed).compat
+        on[point.label] = sorted(name for name in switches if compat.on(name))
+    assert on.pop("fixed") == [] and on.pop("reference") == sorted(switches)
+    assert sorted(name for names in on.values() for name in names) == sorted(switches)  # each alone, once
+    assert all(len(names) == 1 for names in on.values())
 
 
 def test_table4_rows_switch_the_loss_terms_on_one_at_a_time():
