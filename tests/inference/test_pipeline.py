@@ -41,9 +41,14 @@ def direct_miou(pred_dir: Path, root: Path, names: list[str]) -> float:
         gt = read_png(root / "SegmentationClassAug" / f"{name}.png").astype(np.int64)
         keep = (gt != 255) & (pred != 255)
         conf += np.bincount(gt[keep] * K + pred[keep], minlength=K * K).reshape(K, K)
+    return miou_of(conf)
+
+
+def miou_of(conf: np.ndarray) -> float:
+    """Mean IoU over the classes present in the ground truth (rows with pixels), the reference's rule."""
     tp = np.diag(conf)
     union = conf.sum(0) + conf.sum(1) - tp
-    present = conf.sum(1) > 0  # classes present in the ground truth (the reference's mean)
+    present = conf.sum(1) > 0
     return float((tp[present] / union[present]).mean())
 
 
@@ -83,10 +88,7 @@ def test_miou_from_parquet_counts_equals_a_direct_computation(seg_runs, syntheti
         conf = np.zeros(K * K, np.int64)
         for r in table:  # sparse per-image counts: flat index gt·K + pred of the non-zero cells
             np.add.at(conf, np.asarray(r[f"conf_{kind}_index"], np.int64), np.asarray(r[f"conf_{kind}_count"]))
-        conf = conf.reshape(K, K)
-        tp = np.diag(conf)
-        union = conf.sum(0) + conf.sum(1) - tp
-        from_parquet = float((tp[union > 0] / union[union > 0]).mean())
+        from_parquet = miou_of(conf.reshape(K, K))
         direct = direct_miou(out / kind, synthetic_root, val_names(synthetic_root))
         assert from_parquet == pytest.approx(direct, abs=1e-12)
         assert ray_run["metrics"][kind]["miou"] == pytest.approx(direct, abs=1e-12)
