@@ -2,8 +2,9 @@
 
 Needs torch, timm, numpy, Pillow and PyYAML: no Ray, MLflow or pydensecrf, so it runs on a bare GPU box before a
 cluster is paid for. Prints one table and writes every figure to a JSON file (see ``toco_ray/device_check.py`` for
-what each check measures and its tolerance). Weights are random; nothing is downloaded. About 3–5 minutes on one
-GPU at the voc preset (ViT-B/16, 448, global batch 4); ``--compile`` adds the compilation time.
+what each check measures and its tolerance). Weights are random; nothing is downloaded. Step and image counts are
+sized to stay under 8 minutes on one GPU at the voc preset (ViT-B/16, 448, global batch 4; not yet run on one);
+``--compile`` adds the compilation time.
 
 Copy-paste:
 
