@@ -12,38 +12,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 
 import torch
 
+from toco_ray.benchmark import random_batch, time_train_steps
 from toco_ray.config import build_config
-from toco_ray.engine import build_objective, to_device, train_step
-from toco_ray.optim import build_optimizer, build_scheduler
-
-
-def random_batch(cfg, generator: torch.Generator) -> dict:
-    b, s, c = cfg.train.global_batch, cfg.data.crop_size, cfg.model.num_classes
-    labels = (torch.rand(b, c, generator=generator) < 2.0 / c).float()
-    labels[:, 0] = 1.0
-    views = {k: torch.randn(b, 3, s, s, generator=generator) for k in ("image", "global2", "local_view")}
-    return {**views, "valid_box": torch.tensor([[0, s, 0, s]] * b), "label": labels}
+from toco_ray.engine import build_objective, to_device
 
 
 def time_steps(objective, cfg, batch, steps: int, warmup: int, device: str) -> float:
-    optimizer = build_optimizer(objective.model.param_groups(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, cfg.schedule.max_iters)
-    iteration = cfg.schedule.seg_start_iter  # every term active
-    times = []
-    for i in range(warmup + steps):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        train_step(objective, optimizer, scheduler, batch, iteration + i)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return sum(times) / len(times)
+    return time_train_steps(objective, cfg, batch, steps, warmup).seconds_per_step
 
 
 def bench_preset(preset: str, steps: int, warmup: int, device: str) -> tuple[float, float]:

@@ -71,7 +71,7 @@ class DataConfig:
     global_crop_scale: tuple[float, float] = (0.4, 1.0)  # RandomResizedCrop scale of the 2nd global view (ref)
     val_size: int = 448  # in-training eval: images resized to this side (SPEC §8)
     val_limit: int = 0  # evaluate only the first N val images (0 = all; COCO val_part uses 5000)
-    num_workers: int = 2  # DataLoader worker processes per training worker
+    num_workers: int = -1  # DataLoader processes per training worker; -1 = from its CPUs (GPU: all but one)
     num_train: int = 0  # synthetic only: training images to generate (0 = generator default)
     num_val: int = 0  # synthetic only: validation images to generate (0 = generator default)
     seed: int = 0  # synthetic only: generator seed
@@ -145,7 +145,7 @@ class OptimConfig:
 class TrainConfig:
     global_batch: int = 4  # images per iteration over all workers (paper VOC 4, COCO 8)
     seed: int = 0  # base seed; rank r uses seed + r
-    amp_bf16: bool = False  # bf16 autocast on GPU (no effect on CPU)
+    autocast: str = "bf16"  # bf16 | off: bf16 autocast of training and evaluation on CUDA; CPU always runs fp32
     grad_clip: float = 0.0  # clip the global grad norm (0 = off; ref: off)
 
 
@@ -285,10 +285,16 @@ def build_config(preset: str = "voc", overrides: dict[str, Any] | None = None) -
     return apply_overrides(ToCoConfig(), values)
 
 
-# String keys with a closed set of values.
+# Keys that take one of a few words. YAML reads a bare `off` as false, so false stands for "off" where "off" is one.
 CHOICES: dict[str, tuple[str, ...]] = {
     "ctc.form": ("reference", "paper"),
     "eval.protocol": ("voc", "coco"),
+    "train.autocast": ("bf16", "off"),
+}
+
+# Keys of earlier versions (old checkpoints and config files): old key → (new key, old value → new value).
+RETIRED_KEYS: dict[str, tuple[str, dict[Any, Any]]] = {
+    "train.amp_bf16": ("train.autocast", {True: "bf16", False: "off"}),
 }
 
 
@@ -297,11 +303,13 @@ def apply_overrides(cfg: ToCoConfig, overrides: dict[str, Any]) -> ToCoConfig:
     cfg = copy.deepcopy(cfg)
     known = _field_types()
     for key, value in overrides.items():
+        if key in RETIRED_KEYS and isinstance(value, bool):
+            key, value = RETIRED_KEYS[key][0], RETIRED_KEYS[key][1][value]
         if key not in known:
             raise ConfigError(f"unknown config key {key!r}{_suggest(key, known)}")
-        value = _coerce(key, value, known[key])
-        if key in CHOICES and value not in CHOICES[key]:
-            raise ConfigError(f"config key {key!r} is {value!r}; expected one of {', '.join(CHOICES[key])}")
+        if key in CHOICES and value is False and "off" in CHOICES[key]:  # YAML's bare `off`
+            value = "off"
+        value = _check_choice(key, value) if key in CHOICES else _coerce(key, value, known[key])
         section, _, name = key.rpartition(".")
         setattr(getattr(cfg, section) if section else cfg, name, value)
     return cfg
@@ -421,6 +429,12 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     elif origin in (typing.Union, types.UnionType):
         return value
     raise ConfigError(f"config key {key!r} expects {_type_name(hint)}, got {value!r} ({type(value).__name__})")
+
+
+def _check_choice(key: str, value: Any) -> Any:
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"config key {key!r} expects one of {', '.join(CHOICES[key])}, got {value!r}")
+    return value
 
 
 def _coerce_tuple(key: str, value: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:

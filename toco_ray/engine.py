@@ -6,6 +6,10 @@ PTC, the decoder, the student head (its class token), the teacher head (the same
 scale-1.0 half of the multi-scale CAM. The reference encodes it three times (forward, teacher, student) plus
 once more for the CAM; ``reencode=True`` reproduces that for benchmarks and equivalence tests.
 
+Precision: under bf16 autocast (``train.autocast``, CUDA only) the encoder, classifiers, heads and decoder run in
+bf16; every loss term, PAR and the energy loss run in fp32. :func:`train_step` brings the loss terms to the host in
+one copy after the optimiser step, so nothing in the step waits on the GPU for them.
+
 Example:
     >>> objective = build_objective(build_config("synthetic"), seed=0)
     >>> optimizer = build_optimizer(objective.model.param_groups(), cfg.optim)
@@ -24,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toco_ray.cam import cam_to_roi, cam_to_token_labels, multiscale_cam
-from toco_ray.config import REFERENCE_ENERGY_RATIO, ToCoConfig
+from toco_ray.config import CHOICES, REFERENCE_ENERGY_RATIO, ToCoConfig
 from toco_ray.data.transforms import denormalize
 from toco_ray.losses import DenseEnergyLoss, cls_loss, ctc_loss, ptc_loss, sample_local_crops, seg_loss
 from toco_ray.models import build_model
@@ -117,9 +121,9 @@ class ToCoObjective(nn.Module):
         out = self.model(images, with_seg=terms.seg or terms.reg)
         losses: dict[str, torch.Tensor] = {}
         if terms.cls:
-            losses["cls"] = cls_loss(out.logits, labels)
+            losses["cls"] = cls_loss(out.logits.float(), labels)
         if terms.cls_aux:
-            losses["cls_aux"] = cls_loss(out.aux_logits, labels)
+            losses["cls_aux"] = cls_loss(out.aux_logits.float(), labels)
         if terms.needs_cam:
             cam, aux_cam = self.compute_cams(images, out)
             if terms.ptc:
@@ -143,7 +147,8 @@ class ToCoObjective(nn.Module):
             aux_cam, labels, box, grid=tuple(patches.shape[-2:]), high=cam.high_thre, low=cam.low_thre,
             scale_box=not self.cfg.compat.on("ptc_box_unscaled"),
         )
-        return ptc_loss(patches, token_labels)
+        with full_precision(patches.device.type):
+            return ptc_loss(patches.float(), token_labels)
 
     def ctc_term(self, batch, main_cls, aux_cam, labels) -> torch.Tensor:
         cfg = self.cfg
@@ -166,21 +171,25 @@ class ToCoObjective(nn.Module):
                 teacher_in = torch.cat([main_cls, global2_cls]).detach()
             teacher = self.model.proj_teacher(teacher_in).reshape(2, b, -1)
         positive = torch.cat([positive_crops.new_ones(b, 2), positive_crops], dim=1)
-        return ctc_loss(student, teacher, positive, self.cfg.ctc.temperature, form=self.cfg.ctc.form)
+        with full_precision(student.device.type):
+            return ctc_loss(student.float(), teacher.float(), positive, cfg.ctc.temperature, form=cfg.ctc.form)
 
     def seg_terms(self, images, seg_logits, cam, labels, box, terms: ActiveTerms) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         images01 = denormalize(images)
-        with torch.no_grad():
-            pseudo = seg_pseudo_labels(
-                self.par, images01, cam, labels, box, cfg.cam.bkg_high, cfg.cam.bkg_low, scale=cfg.par.scale
-            )
-        logits = F.interpolate(seg_logits, size=pseudo.shape[-2:], mode="bilinear", align_corners=False)
-        out = {}
-        if terms.seg:
-            out["seg"] = seg_loss(logits, pseudo)
-        if terms.reg:
-            out["reg"] = self.energy(images01 * 255.0, logits.softmax(dim=1), box_mask(box, pseudo.shape), pseudo)
+        # the energy's lattice coordinates come from a matmul, which bf16 would round by up to a quarter of a
+        # lattice cell, and PAR's affinities are exponentials of small differences
+        with full_precision(images.device.type):
+            with torch.no_grad():
+                pseudo = seg_pseudo_labels(
+                    self.par, images01, cam, labels, box, cfg.cam.bkg_high, cfg.cam.bkg_low, scale=cfg.par.scale
+                )
+            logits = F.interpolate(seg_logits.float(), size=pseudo.shape[-2:], mode="bilinear", align_corners=False)
+            out = {}
+            if terms.seg:
+                out["seg"] = seg_loss(logits, pseudo)
+            if terms.reg:
+                out["reg"] = self.energy(images01 * 255.0, logits.softmax(dim=1), box_mask(box, pseudo.shape), pseudo)
         return out
 
     def weighted_sum(self, losses: dict[str, torch.Tensor], active: ActiveTerms) -> torch.Tensor:
@@ -220,10 +229,13 @@ def train_step(
 ) -> dict[str, float]:
     """EMA update, forward, backward, optimiser and scheduler step for one iteration.
 
+    The loss terms stay on the device until the optimiser has stepped; then all of them come to the host in one
+    copy, so the step itself never waits for the GPU to catch up.
+
     Args:
         objective: a :class:`ToCoObjective`, possibly wrapped in DistributedDataParallel.
         batch: tensors already on the objective's device.
-        autocast_dtype: e.g. ``torch.bfloat16`` for mixed precision on GPU; None for full precision.
+        autocast_dtype: ``torch.bfloat16`` for mixed precision (see :func:`autocast_dtype`); None for fp32.
 
     Returns:
         Float value of every computed loss term, ``total`` and the backbone ``lr`` used for this step.
@@ -232,11 +244,7 @@ def train_step(
     inner.model.ema_update(inner.cfg.ctc.ema_momentum)
     lr = optimizer.param_groups[0]["lr"]
     optimizer.zero_grad(set_to_none=True)
-    device_type = batch["image"].device.type
-    autocast = (
-        torch.autocast(device_type=device_type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-    )
-    with autocast:
+    with autocast(batch["image"].device.type, autocast_dtype):
         losses = objective(batch, iteration)
     losses["total"].backward()
     clip = inner.cfg.train.grad_clip
@@ -244,9 +252,41 @@ def train_step(
         torch.nn.utils.clip_grad_norm_(inner.parameters(), clip)
     optimizer.step()
     scheduler.step()
-    stats = {name: float(value.detach()) for name, value in losses.items()}
+    stats = loss_values(losses)
     stats["lr"] = lr
     return stats
+
+
+def loss_values(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    """``{term: scalar tensor}`` → ``{term: float}`` with one device-to-host copy for all terms."""
+    names = list(losses)
+    values = torch.stack([losses[name].detach().float() for name in names]).tolist()
+    return dict(zip(names, values))
+
+
+def autocast_dtype(setting: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype of ``train.autocast`` on ``device``: bf16 on CUDA unless ``off``; None (fp32) on CPU.
+
+    CPU bf16 autocast runs but is slower than fp32 on most CPUs, so CPU training ignores the setting.
+
+    Raises:
+        ValueError: ``setting`` is not one of ``CHOICES["train.autocast"]``.
+    """
+    if setting not in CHOICES["train.autocast"]:
+        raise ValueError(f"config key 'train.autocast' expects one of {', '.join(CHOICES['train.autocast'])}, "
+                         f"got {setting!r}")
+    return torch.bfloat16 if setting == "bf16" and torch.device(device).type == "cuda" else None
+
+
+def full_precision(device_type: str):
+    """Autocast off: under bf16 autocast the network runs in bf16 and every loss term in fp32 from its outputs,
+    whose similarity matmuls and exponentials would otherwise keep only bf16's three significant digits."""
+    return torch.autocast(device_type, enabled=False)
+
+
+def autocast(device_type: str, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device_type``, or a no-op context when ``dtype`` is None."""
+    return torch.autocast(device_type=device_type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 def to_device(batch: dict, device: torch.device | str) -> dict:

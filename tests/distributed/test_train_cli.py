@@ -84,4 +84,4 @@ def test_timm_tag_that_does_not_exist(tmp_path, capsys):
 
 def test_unknown_final_protocol(tmp_path, capsys):
     code, err = _run(["--set", "eval.protocol=ade", "--output-dir", str(tmp_path)], capsys)
-    assert code == 2 and "config key 'eval.protocol' is 'ade'; expected one of voc, coco" in err
+    assert code == 2 and "config key 'eval.protocol' expects one of voc, coco, got 'ade'" in err

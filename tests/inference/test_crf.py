@@ -108,16 +108,17 @@ def test_cam_pseudo_labels_use_their_own_crf_parameters():
 
 
 def test_crf_cam_label_runs_the_cam_crf(monkeypatch):
+    from toco_ray import crf
     from toco_ray.inference import predict
 
     seen = []
-    real = predict.dense_crf
+    real = crf.dense_crf
 
     def recording(image, probs, params):
         seen.append(params)
         return real(image, probs, params)
 
-    monkeypatch.setattr(predict, "dense_crf", recording)
+    monkeypatch.setattr(crf, "dense_crf", recording)
     image = np.zeros((8, 8, 3), np.uint8)
     cam = torch.rand(2, 8, 8)
     predict.crf_cam_label(image, cam, torch.tensor([1.0, 0.0]), 0.7, 0.25, build_config("voc").eval)

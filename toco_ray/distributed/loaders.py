@@ -17,8 +17,30 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from toco_ray.config import ToCoConfig
+from toco_ray.config import ToCoConfig, apply_overrides
 from toco_ray.data import TrainViews, ValViews, ViewDataset, build_dataset, collate
+
+# DataLoader processes of a CPU training worker when ``data.num_workers`` is -1: its torch threads hold its CPUs.
+CPU_LOADER_WORKERS = 2
+
+
+def loader_workers(num_workers: int, cpus_per_worker: float, device: torch.device) -> int:
+    """DataLoader processes of one training worker: ``data.num_workers`` when ≥ 0, else sized from its CPUs.
+
+    On GPU every CPU the worker holds but one loads data (that one runs the training loop, which only launches
+    GPU work); on CPU the training loop's threads already use the worker's CPUs, so ``CPU_LOADER_WORKERS``.
+    """
+    if num_workers >= 0:
+        return num_workers
+    if device.type == "cuda":
+        return max(1, int(cpus_per_worker) - 1)
+    return CPU_LOADER_WORKERS
+
+
+def with_loader_workers(cfg: ToCoConfig, cpus_per_worker: float, device: torch.device) -> ToCoConfig:
+    """``cfg`` with ``data.num_workers`` resolved by :func:`loader_workers` (what the run records is what ran)."""
+    workers = loader_workers(cfg.data.num_workers, cpus_per_worker, device)
+    return apply_overrides(cfg, {"data.num_workers": workers})
 
 
 def per_worker_batch(global_batch: int, world_size: int) -> int:
@@ -98,7 +120,7 @@ class TrainStream:
             batch_sampler=sampler,
             num_workers=self.cfg.data.num_workers,
             collate_fn=collate,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=torch.cuda.is_available(),  # page-locked batches: to_device's non-blocking copies overlap
         )
         return iter(loader)
 
@@ -142,6 +164,7 @@ def val_loader(views: Dataset, cfg: ToCoConfig, rank: int, world_size: int) -> D
         shuffle=False,
         num_workers=cfg.data.num_workers,
         collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
     )
 
 

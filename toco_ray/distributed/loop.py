@@ -37,8 +37,16 @@ from toco_ray.config import ToCoConfig, flatten
 from toco_ray.data import denormalize
 from toco_ray.distributed import comm, progress
 from toco_ray.distributed.faults import maybe_fail, maybe_hold
-from toco_ray.distributed.loaders import TrainStream, per_worker_batch, probe_batch, train_views, val_loader, val_views
-from toco_ray.engine import build_objective, to_device, train_step, unwrap
+from toco_ray.distributed.loaders import (
+    TrainStream,
+    per_worker_batch,
+    probe_batch,
+    train_views,
+    val_loader,
+    val_views,
+    with_loader_workers,
+)
+from toco_ray.engine import autocast_dtype, build_objective, to_device, train_step, unwrap
 from toco_ray.evaluation import KINDS, eval_metrics, eval_mode, evaluate, predict, summarize
 from toco_ray.models import token_similarity_per_block, weights_tags
 from toco_ray.optim import build_optimizer, build_scheduler
@@ -131,11 +139,6 @@ def wrap_objective(objective: torch.nn.Module) -> torch.nn.Module:
     return ray.train.torch.prepare_model(objective, parallel_strategy_kwargs={"find_unused_parameters": True})
 
 
-def autocast_dtype(cfg: ToCoConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on GPU when ``train.amp_bf16``; full precision otherwise (CPU bf16 is slow, not faster)."""
-    return torch.bfloat16 if cfg.train.amp_bf16 and device.type == "cuda" else None
-
-
 @dataclass
 class PeriodStats:
     """Loss terms of the iterations since the last log line (this worker only)."""
@@ -172,6 +175,7 @@ class WorkerLoop:
         self.train(start)
 
     def setup(self) -> None:
+        self.cfg = with_loader_workers(self.cfg, self.spec.cpus_per_worker, self.worker.device)
         cfg, worker = self.cfg, self.worker
         per_worker_batch(cfg.train.global_batch, worker.world_size)  # fails fast if the batch does not split
         seed_everything(cfg.train.seed + worker.rank)
@@ -181,7 +185,7 @@ class WorkerLoop:
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.schedule.max_iters)
         self.train_set = train_views(cfg)
         self.val_set = val_views(cfg)
-        self.autocast = autocast_dtype(cfg, worker.device)
+        self.autocast = autocast_dtype(cfg.train.autocast, worker.device)
         names = comm.gather_objects(device_name(worker.device))
         if worker.is_chief and self.spec.mlflow_run_id:
             self.logger = RunLogger(self.spec.tracking_uri, self.spec.mlflow_run_id)

@@ -25,7 +25,6 @@ from torch import nn
 
 from toco_ray.cam import cam_to_label, multiscale_cam
 from toco_ray.config import EvalConfig
-from toco_ray.crf import CRFParams, dense_crf
 from toco_ray.data.transforms import normalize, resize_image, to_float_tensor
 
 IGNORE_INDEX = 255
@@ -172,6 +171,8 @@ def crf_cam_label(
     Returns:
         H×W long in {0..C, 255}.
     """
+    from toco_ray.crf import CRFParams, dense_crf  # pydensecrf: only runs that refine with the CRF need it
+
     labels = []
     for bkg in (bkg_high, bkg_low):
         probs, keys = cam_bkg_probs(cam, cls_label, bkg)
