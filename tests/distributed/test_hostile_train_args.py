@@ -10,18 +10,20 @@ from toco_ray.config_checks import check_config
 pytestmark = pytest.mark.unit
 
 
+def ray_must_not_start(*args, **kwargs):
+    raise AssertionError("Ray was started")
+
+
 @pytest.fixture
-def refuse(tiny_root, tmp_path, capsys):
-    """Runs train with ``args``; asserts exit 2, one error line, no Ray, nothing written; returns the line."""
+def refuse(tiny_root, tmp_path, capsys, monkeypatch):
+    """Runs train with ``args``; asserts exit 2, one error line, Ray not started, nothing written; returns the line."""
+    monkeypatch.setattr("toco_ray.distributed.launcher.init_ray", ray_must_not_start)
 
     def run(*args: str) -> str:
-        import ray
-
         out = tmp_path / "outputs"
         rc = main(["--smoke", "--data-root", str(tiny_root), "--output-dir", str(out), "--workers", "1", *args])
         err = capsys.readouterr().err
         assert rc == 2, err
-        assert not ray.is_initialized()
         assert not out.exists() and list(tmp_path.parent.glob("escape*")) == []
         assert err.count("\n") == 1 and err.startswith("error: ")
         return err.strip()

@@ -11,18 +11,20 @@ from toco_ray.tuning.space import SpaceError, load_space
 pytestmark = pytest.mark.unit
 
 
+def ray_must_not_start(*args, **kwargs):
+    raise AssertionError("Ray was started")
+
+
 @pytest.fixture
-def refuse(tmp_path, capsys):
-    """Runs `pipelines.sweep` with ``args``; asserts exit 2, one error line, no Ray, nothing written."""
+def refuse(tmp_path, capsys, monkeypatch):
+    """Runs `pipelines.sweep` with ``args``; asserts exit 2, one error line, Ray not started, nothing written."""
+    monkeypatch.setattr("toco_ray.tuning.sweep.start_ray", ray_must_not_start)
 
     def run(*args: str) -> str:
-        import ray
-
         out = tmp_path / "outputs"
         rc = sweep_main([*args, "--smoke", "--output-dir", str(out)])
         err = capsys.readouterr().err
         assert rc == 2, err
-        assert not ray.is_initialized()
         assert not out.exists() and list(tmp_path.parent.glob("escaped*")) == []
         assert err.count("\n") == 1 and err.startswith("error: ")
         return err.strip()
