@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from toco_ray.tracking import resolve_tracking_uri
+from toco_ray.tracking import TrackingError, resolve_tracking_uri
 from toco_ray.tuning.report import REPORT_DIR, ReportError, build_report, log_report, markdown, write_report
 
 
@@ -38,10 +38,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    client = MlflowClient(tracking_uri=resolve_tracking_uri(args.output_dir))
+    uri = resolve_tracking_uri(args.output_dir)
+    database = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if database is not None and not database.is_file():  # opening it would create an empty store
+        print(f"error: no MLflow store at {database}; is --output-dir ({args.output_dir}) the one the sweep ran "
+              f"with? (or set MLFLOW_TRACKING_URI)", file=sys.stderr)
+        return 2
+    client = MlflowClient(tracking_uri=uri)
     try:
         report = build_report(client, args.target)
-    except ReportError as err:
+    except (ReportError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     default = Path(report.sweep_dir) / REPORT_DIR if report.sweep_dir else Path(args.output_dir) / "reports"

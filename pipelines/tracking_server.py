@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped the MLflow server at {entry['uri']} (session {entry['pid']})" if entry
               else f"no MLflow server started from {folder} is running")
         return 0
+    if not 1 <= args.port <= 65535:
+        print(f"error: --port must be a TCP port in 1..65535, got {args.port}", file=sys.stderr)
+        return 2
     running = recorded(folder)
     if running:
         print(f"error: an MLflow server started from {folder} already runs at {running['uri']} (session "

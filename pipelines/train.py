@@ -25,6 +25,7 @@ from pathlib import Path
 
 from toco_ray.config import PRESETS, ConfigError, build_config, parse_override
 from toco_ray.distributed import JobError, TrainJob, launch, new_run_name, resolve_resume
+from toco_ray.distributed.launcher import DiskFullError
 from toco_ray.tracking import DEFAULT_EXPERIMENT, TrackingError, resolve_tracking_uri
 
 # --smoke: a handful of iterations that still cross every stage (warm-up, seg start, two evaluations, checkpoints)
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     try:
         outcome = launch(build_job(args))
+    except DiskFullError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except (ConfigError, JobError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

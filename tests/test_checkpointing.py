@@ -7,6 +7,7 @@ import torch
 from toco_ray.checkpointing import (
     META_FILE,
     STATE_FILE,
+    CheckpointError,
     TrainingState,
     capture_rng,
     load_checkpoint,
@@ -51,7 +52,10 @@ def test_round_trip_restores_model_optimizer_scheduler_and_iteration(tmp_path):
     )
     folder = save_checkpoint(tmp_path / "ckpt", state, meta={"run_name": "r"})
     assert sorted(p.name for p in folder.iterdir()) == [META_FILE, STATE_FILE]  # no temporary files left
-    assert read_meta(folder) == {"iteration": 1, "world_size": 1, "version": 1, "run_name": "r"}
+    assert read_meta(folder) == {
+        "iteration": 1, "world_size": 1, "version": 2, "run_name": "r",
+        "files": {STATE_FILE: (folder / STATE_FILE).stat().st_size},
+    }
 
     loaded = load_checkpoint(folder)
     model2 = torch.nn.Linear(3, 2)
@@ -68,5 +72,5 @@ def test_round_trip_restores_model_optimizer_scheduler_and_iteration(tmp_path):
 
 
 def test_missing_checkpoint_names_the_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+    with pytest.raises(CheckpointError, match=str(tmp_path)):
         load_checkpoint(tmp_path)

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
-import tempfile
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from toco_ray.atomic import atomic_write
 
 
 class ConfigError(ValueError):
@@ -346,24 +349,69 @@ def to_yaml(cfg: ToCoConfig) -> str:
 
 def save_yaml(cfg: ToCoConfig, path: str | os.PathLike) -> Path:
     """Writes the config atomically (temp file + rename) and returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(to_yaml(cfg))
-    os.replace(tmp, path)
-    return path
+    text = to_yaml(cfg)
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` with two changes: a number in exponent notation without a dot (``6e-5``, YAML 1.2) is a
+    float, not the string YAML 1.1 makes of it, and a key given twice in one mapping is an error, not last-wins."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parses YAML text with :class:`StrictLoader` (safe: no Python objects are built)."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+
+
+def describe_yaml_error(err: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where (``found duplicate key 'grid' at line 7, column 1``)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of a file the user named; :class:`ConfigError` naming it when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a folder; expected a YAML file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except OSError as err:
+        raise ConfigError(f"{what} {path} cannot be read ({err.strerror or err})") from None
 
 
 def load_yaml(path: str | os.PathLike) -> ToCoConfig:
     """Loads a nested YAML config written by :func:`save_yaml` (or by hand), checking every key."""
     path = Path(path)
+    text = read_text(path, "config file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        data = yaml_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {describe_yaml_error(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping of sections, got {type(data).__name__}")
     try:
@@ -390,7 +438,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"override {text!r} is not of the form key=value (e.g. loss.w_ptc=0.3)")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -416,12 +464,18 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, bool):
             return value
     elif hint is int:
+        if isinstance(value, str):
+            value = _number(value, int)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif hint is float:
+        if isinstance(value, str):  # "6e-5" from a source read as YAML 1.1 (an MLflow param, a JSON string)
+            value = _number(value, float)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"config key {key!r} must be a finite number, got {value}")
             return float(value)
     elif hint is str:
         if isinstance(value, str):
@@ -435,6 +489,13 @@ def _check_choice(key: str, value: Any) -> Any:
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"config key {key!r} expects one of {', '.join(CHOICES[key])}, got {value!r}")
     return value
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text.strip())
+    except ValueError:
+        return text
 
 
 def _coerce_tuple(key: str, value: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:

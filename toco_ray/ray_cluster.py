@@ -1,6 +1,8 @@
 """Joining a Ray cluster, or starting a local one that behaves when other Ray instances share the machine.
 
-A local cluster stays on loopback, pins its dashboard port and tells every task and actor of the job where the
+A local cluster puts its node address and dashboard on loopback (other Ray processes, such as the raylet, the
+workers' gRPC servers and the agents, still listen on every interface: Ray's token authentication protects them,
+see README "Hostile files and failures"), pins its dashboard port and tells every task and actor of the job where the
 dashboard's API server is (``RAY_API_SERVER_ADDRESS``). Ray Train's placement-group cleaner — what frees the
 workers of a finished or stopped run — finds the state API through it; without it, it gives up whenever a second
 Ray instance runs on the same machine ("Found multiple active Ray instances") and later runs wait for CPUs forever.
@@ -12,7 +14,7 @@ import logging
 import os
 import socket
 
-LOOPBACK = "127.0.0.1"  # a local cluster stays on loopback (Ray otherwise binds to the machine's IP)
+LOOPBACK = "127.0.0.1"  # node address and dashboard of a local cluster (Ray otherwise uses the machine's IP)
 API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 
 

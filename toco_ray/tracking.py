@@ -20,10 +20,12 @@ Example:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib.metadata
 import json
 import os
 import platform
+import sqlite3
 import subprocess
 import sys
 import time
@@ -132,6 +134,15 @@ def _check_sqlite(uri: str) -> None:
         raise TrackingError(f"MLflow database folder {folder} cannot be created ({err.strerror})") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise TrackingError(f"MLflow database folder {folder} is not writable (tracking URI {uri})")
+    if Path(path).exists():
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                db.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.Error as err:
+            raise TrackingError(
+                f"MLflow database {path} is not an SQLite database ({err}); point {TRACKING_URI_ENV} at the store, "
+                "or move the file away"
+            ) from None
 
 
 def _probe_client(uri: str, timeout_s: float) -> None:
@@ -158,8 +169,21 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_location:
 
 def find_run(client: MlflowClient, experiment_id: str, run_name: str) -> str | None:
     """Id of the run tagged ``toco.run_name = run_name`` in the experiment, or None."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'", max_results=1)
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = {quote_filter(run_name)}",
+                              max_results=1)
     return runs[0].info.run_id if runs else None
+
+
+def quote_filter(value: str) -> str:
+    """``value`` as a string literal of an MLflow filter: in the quote it does not contain.
+
+    MLflow's filter grammar has no escape inside a quoted value, so a value holding both quote characters cannot be
+    searched for; callers keep names to a safe alphabet (:mod:`toco_ray.names`) anyway.
+    """
+    for quote in ("'", '"'):
+        if quote not in value:
+            return f"{quote}{value}{quote}"
+    raise TrackingError(f"cannot search MLflow for {value!r}: it holds both quote characters")
 
 
 def start_run(

@@ -9,6 +9,7 @@ from PIL import Image
 
 from toco_ray.config import build_config
 from toco_ray.data import COCODataset, DatasetError, VOCDataset, build_dataset
+from toco_ray.data.labels import save_label_file
 
 pytestmark = pytest.mark.unit
 
@@ -101,12 +102,12 @@ def test_rgb_mask_is_rejected(voc_root):
 
 def test_malformed_label_file(voc_root):
     np.save(voc_root / "cls_labels.npy", np.zeros(3))
-    with pytest.raises(DatasetError, match=r"label file .*cls_labels\.npy does not hold a dict"):
+    with pytest.raises(DatasetError, match=r"label file .*cls_labels\.npy does not hold records with fields name"):
         VOCDataset(voc_root, "val")
 
 
 def test_label_vector_of_wrong_length(voc_root):
-    np.save(voc_root / "cls_labels.npy", {"val_00000": np.zeros(21)})
+    save_label_file(voc_root / "cls_labels.npy", {"val_00000": np.zeros(21)})
     with pytest.raises(DatasetError, match=r"cls_labels\.npy: entry 'val_00000' has shape \(21,\)"):
         VOCDataset(voc_root, "val")
 

@@ -8,6 +8,7 @@ construction; content checks (decodable image, mask size and values) run when an
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ class SegDataset(Dataset):
                 return np.asarray(img.convert("RGB"))
         except FileNotFoundError:
             raise DatasetError(f"image {path} does not exist (listed in split {self.split!r})") from None
-        except (OSError, SyntaxError, ValueError) as err:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             raise DatasetError(f"image {path} cannot be decoded ({err}); expected a valid JPEG") from None
 
     def read_mask(self, name: str) -> np.ndarray:
@@ -124,7 +125,7 @@ class SegDataset(Dataset):
                 mask = np.asarray(img)
         except FileNotFoundError:
             raise DatasetError(f"mask {path} does not exist (image {name!r} in split {self.split!r})") from None
-        except (OSError, SyntaxError, ValueError) as err:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             raise DatasetError(f"mask {path} cannot be decoded ({err}); expected an index PNG") from None
         if mode not in ("P", "L") or mask.ndim != 2:
             raise DatasetError(
@@ -193,18 +194,33 @@ def find_split_file(candidates: list[Path], split: str, root: Path) -> Path:
 
 
 def read_name_list(path: Path) -> list[str]:
-    """Names in a split list: one per line, ``name`` or SBD-style ``/JPEGImages/x.jpg /Seg.../x.png``."""
-    names = []
-    for line in path.read_text().splitlines():
-        token = line.split()[0] if line.strip() else ""
-        if not token:
+    """Names in a split list: one per line, ``name`` or SBD-style ``/JPEGImages/x.jpg /Seg.../x.png``.
+
+    A bare name is read whole, spaces included; a name listed again is dropped (with a warning naming the file),
+    so no image is processed or counted twice.
+    """
+    names: dict[str, int] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"split list {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
             continue
+        token = parts[0] if len(parts) == 2 and all("/" in p for p in parts) else line.strip()
         token = token.rsplit("/", 1)[-1]
         stem, dot, suffix = token.rpartition(".")
-        names.append(stem if dot and f".{suffix.lower()}" in _STRIPPED_SUFFIXES else token)
+        name = stem if dot and f".{suffix.lower()}" in _STRIPPED_SUFFIXES else token
+        names[name] = names.get(name, 0) + 1
     if not names:
         raise DatasetError(f"split list {path} is empty; expected one image name per line")
-    return names
+    repeated = {n: c for n, c in names.items() if c > 1}
+    if repeated:
+        first, count = next(iter(repeated.items()))
+        print(f"warning: split list {path} lists {len(repeated)} name(s) more than once (first: {first!r}, "
+              f"{count} times); each image is used once", file=sys.stderr, flush=True)
+    return list(names)
 
 
 def require_dir(path: Path, what: str, hint: str) -> Path:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from toco_ray.atomic import atomic_write
 
 CACHE_ENV = "TOCO_RAY_CACHE"  # overrides the cache root (default ~/.cache/toco_ray)
 
@@ -18,19 +18,10 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "toco_ray"
 
 
-def save_npy_atomic(path: Path, obj: Any) -> Path:
-    """``np.save`` to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            # a dict is stored as a 0-d object array, the format of the reference's cls_labels files
-            np.save(fh, np.asarray(obj, dtype=object) if isinstance(obj, dict) else obj, allow_pickle=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def save_npy_atomic(path: Path, array: np.ndarray) -> Path:
+    """``np.save`` without pickle to a temporary file in the same folder, then rename: readers never see half a
+    file, and the file never holds Python objects (it loads with ``allow_pickle=False``)."""
+    return atomic_write(path, lambda fh: np.save(fh, np.asarray(array), allow_pickle=False))
 
 
 def is_writable_dir(path: Path) -> bool:

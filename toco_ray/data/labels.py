@@ -1,13 +1,19 @@
 """Image-level labels: C-dim multi-hot vectors, read from a label file or derived from the masks and cached.
 
-The label file is the reference's format: ``np.save`` of a dict ``name → (C,)`` 0/1 array, loaded with
-``np.load(path, allow_pickle=True).item()``.
+A label file is a ``.npy`` holding a structured array with fields ``name`` (unicode) and ``label`` (``(C,)``
+0/1), one record per image; it loads with ``np.load(path, allow_pickle=False)``, so reading it never runs code.
+
+The reference's ``cls_labels_onehot.npy`` is instead a pickled dict ``name → (C,) array``: unpickling a file can
+run any code it names, so it is not read directly. Convert it once with ``python -m pipelines.convert_labels
+<file>`` (:func:`read_reference_label_file`, which unpickles NumPy arrays and nothing else).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+import io
+import pickle
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -33,23 +39,93 @@ def labels_from_mask(mask: np.ndarray, num_classes: int) -> np.ndarray:
     return label
 
 
+CONVERT_HINT = "python -m pipelines.convert_labels"
+
+
+def labels_to_array(table: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``{name: (C,) multi-hot}`` → the label file's structured array (fields ``name``, ``label`` uint8 ``(C,)``)."""
+    names = list(table)
+    width = max((len(n) for n in names), default=1)
+    size = len(np.asarray(next(iter(table.values()))).reshape(-1)) if names else 0
+    out = np.zeros(len(names), dtype=[("name", f"U{max(width, 1)}"), ("label", "u1", (size,))])
+    for i, name in enumerate(names):
+        out[i] = (name, np.asarray(table[name]).reshape(-1).astype(np.uint8))
+    return out
+
+
+def save_label_file(path: Path, table: Mapping[str, np.ndarray]) -> Path:
+    """Writes ``{name: (C,) multi-hot}`` as a label file (atomically, no pickle)."""
+    return save_npy_atomic(path, labels_to_array(table))
+
+
 def load_label_file(path: Path, num_classes: int) -> dict[str, np.ndarray]:
-    """Reads a multi-hot label file → ``{name: float32 (C,)}``; raises :class:`DatasetError` if malformed."""
-    expected = f"expected np.save of a dict name → ({num_classes},) multi-hot array"
+    """Reads a multi-hot label file → ``{name: float32 (C,)}``; raises :class:`DatasetError` if malformed.
+
+    Never unpickles: a file holding Python objects (the reference's dict format) is refused with the command that
+    converts it.
+    """
+    expected = f"expected a label file of ({num_classes},) multi-hot rows (see {CONVERT_HINT} --help)"
     try:
-        data = np.load(path, allow_pickle=True)
-        table = data.item() if data.dtype == object and data.ndim == 0 else None
-    except (OSError, ValueError, EOFError) as err:
+        data = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise DatasetError(
+                f"label file {path} holds pickled Python objects (the reference's dict format), which are not "
+                f"loaded because unpickling can run code; if you trust the file, convert it once: "
+                f"{CONVERT_HINT} {path}"
+            ) from None
         raise DatasetError(f"label file {path} is not readable ({err}); {expected}") from None
-    if not isinstance(table, dict):
-        raise DatasetError(f"label file {path} does not hold a dict; {expected}")
+    except (OSError, EOFError) as err:
+        raise DatasetError(f"label file {path} is not readable ({err}); {expected}") from None
+    if not isinstance(data, np.ndarray) or data.dtype.names is None or {"name", "label"} - set(data.dtype.names):
+        raise DatasetError(f"label file {path} does not hold records with fields name and label; {expected}")
     out: dict[str, np.ndarray] = {}
-    for name, vector in table.items():
-        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+    for record in data.reshape(-1):
+        name, vector = str(record["name"]), np.asarray(record["label"], dtype=np.float32).reshape(-1)
         if vector.shape != (num_classes,):
             raise DatasetError(f"label file {path}: entry {name!r} has shape {vector.shape}; {expected}")
-        out[str(name)] = vector
+        out[name] = vector
     return out
+
+
+# NumPy's own array reconstruction: all a pickled dict of arrays needs (numpy 1.x and 2.x module names).
+_NUMPY_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _NUMPY_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only NumPy arrays are accepted")
+        return super().find_class(module, name)
+
+
+def read_reference_label_file(path: Path) -> dict[str, np.ndarray]:
+    """Reads the reference's pickled ``{name: (C,) array}`` label file, unpickling NumPy arrays only.
+
+    Raises:
+        DatasetError: the file is not a pickled dict of arrays, or it names anything else (code it would run).
+    """
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = header(fh)
+            if not dtype.hasobject or shape != ():
+                raise DatasetError(f"label file {path} is not a pickled dict (it holds a {dtype} array {shape})")
+            array = _NumpyOnlyUnpickler(io.BytesIO(fh.read()), encoding="latin1").load()
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        raise DatasetError(f"label file {path} cannot be converted: {err}") from None
+    table = array.item() if isinstance(array, np.ndarray) and array.shape == () else array
+    if not isinstance(table, dict):
+        raise DatasetError(f"label file {path} does not hold a dict name → multi-hot array")
+    return {str(k): np.asarray(v).reshape(-1) for k, v in table.items()}
 
 
 def derive_labels(
@@ -79,9 +155,9 @@ def derive_labels(
         return cached
     cached.update({name: labels_from_mask(read_mask(name), num_classes) for name in missing})
     try:
-        save_npy_atomic(cache_path, cached)
+        save_label_file(cache_path, cached)
     except OSError:
-        save_npy_atomic(fallback, cached)
+        save_label_file(fallback, cached)
     return cached
 
 

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toco_ray.config import ToCoConfig
+from toco_ray.config_checks import check_config
 from toco_ray.data import DatasetError, build_dataset
 from toco_ray.distributed.loaders import per_worker_batch
 from toco_ray.models import check_backbone_name
+from toco_ray.names import check_name
 from toco_ray.tracking import DEFAULT_EXPERIMENT, TrackingError, check_tracking_uri
 
 RUNS_DIR = "runs"  # Ray Train storage path inside the output folder: one sub-folder per run
@@ -92,10 +94,17 @@ def validate_job(job: TrainJob) -> dict[str, int]:
     Raises:
         JobError: a missing data root or split, an empty or too small split, a global batch that does not split
             over the workers, an unusable MLflow store, a resumed run that does not exist, bad resources.
-        ConfigError: ``model.backbone`` is not a timm model or has an unknown pretrained tag.
+        ConfigError: ``model.backbone`` is not a timm model or has an unknown pretrained tag, a value is out of
+            range (:func:`~toco_ray.config_checks.check_config`), the run name is not a safe folder name.
     """
     cfg = job.cfg
     check_backbone_name(cfg.model.backbone)
+    check_config(cfg)
+    check_name("run name", job.run_name)
+    if job.keep_checkpoints < 1:
+        raise JobError(f"--keep-checkpoints must be at least 1, got {job.keep_checkpoints}")
+    if job.max_failures < 0:
+        raise JobError(f"--max-failures must be 0 or more, got {job.max_failures}")
     if job.workers < 0:
         raise JobError(f"--workers must be at least 1 (or 0 for automatic), got {job.workers}")
     if job.gpus_per_worker < 0 or job.cpus_per_worker < 0:
@@ -105,8 +114,6 @@ def validate_job(job: TrainJob) -> dict[str, int]:
             per_worker_batch(cfg.train.global_batch, job.workers)
         except ValueError as err:
             raise JobError(str(err)) from None
-    if cfg.schedule.log_every < 1 or cfg.schedule.eval_every < 1 or cfg.schedule.max_iters < 1:
-        raise JobError("config keys schedule.max_iters, schedule.log_every and schedule.eval_every must be ≥ 1")
     try:
         check_tracking_uri(job.tracking_uri)
     except TrackingError as err:

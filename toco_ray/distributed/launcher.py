@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toco_ray.checkpointing import CHECKPOINT_GLOB, check_committed, intact_checkpoints
 from toco_ray.config import apply_overrides, flatten, load_yaml, save_yaml
 from toco_ray.data.cache import CACHE_ENV
 from toco_ray.distributed.faults import forwarded_env
@@ -82,8 +84,11 @@ def launch(job: TrainJob, callbacks: Sequence[Any] = (), end_on_error: bool = Tr
     try:
         result = build_trainer(job, run_id, cpus, callbacks).fit()
     except BaseException as err:
+        disk_full = disk_full_message(job, err)  # frees the space a cut-short checkpoint copy took first
         if end_on_error:
             end_run(job.tracking_uri, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        if disk_full:
+            raise DiskFullError(disk_full) from None
         raise
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
     logger = RunLogger(job.tracking_uri, run_id)
@@ -91,6 +96,34 @@ def launch(job: TrainJob, callbacks: Sequence[Any] = (), end_on_error: bool = Tr
         logger.set_tags({"checkpoint.final": checkpoint})
     end_run(job.tracking_uri, run_id, "FINISHED")
     return TrainOutcome(job.run_name, run_id, checkpoint, dict(result.metrics or {}))
+
+
+class DiskFullError(JobError):
+    """Training stopped because the run folder's disk is full; the message says where and how to continue."""
+
+
+def disk_full_message(job: TrainJob, err: BaseException) -> str:
+    """If ``err`` (possibly a Ray error wrapping a worker's) is a full disk: removes the run's incomplete checkpoint
+    folders, which hold the space the failed copy took, and returns one line saying what happened; else ``""``."""
+    if "No space left on device" not in str(err) and "[Errno 28]" not in str(err):
+        return ""
+    removed = []
+    for folder in sorted(job.run_dir.glob(CHECKPOINT_GLOB)):
+        if folder.is_dir() and check_committed(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    intact = intact_checkpoints(job.run_dir, warn=False)
+    try:
+        free = f"{shutil.disk_usage(job.run_dir).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return (
+        f"the disk of {job.run_dir} is full ({free}"
+        + (f", incomplete {', '.join(removed)} removed" if removed else "")
+        + "); the MLflow run is FAILED. Free space, then continue with --resume "
+        + job.run_name
+        + (f" (from {intact[0].name})" if intact else " (no complete checkpoint yet: it starts over)")
+    )
 
 
 def resolve_resume(job: TrainJob, overrides: dict[str, Any]) -> TrainJob:

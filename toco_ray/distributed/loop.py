@@ -10,9 +10,11 @@ is reported to Ray Train. Only rank 0 prints and logs to MLflow; every rank call
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -26,8 +28,10 @@ import torch
 from ray.train import CheckpointConsistencyMode
 
 from toco_ray.checkpointing import (
+    CheckpointError,
     TrainingState,
     capture_rng,
+    intact_checkpoints,
     load_checkpoint,
     restore_rng,
     save_checkpoint,
@@ -196,8 +200,7 @@ class WorkerLoop:
         checkpoint = ray.train.get_checkpoint()
         start = 0
         if checkpoint is not None:
-            with checkpoint.as_directory() as folder:
-                state = load_checkpoint(folder)
+            state = self.load_restorable(checkpoint)
             self.objective.load_state_dict(state.model)
             self.optimizer.load_state_dict(state.optimizer)
             self.scheduler.load_state_dict(state.scheduler)
@@ -213,6 +216,28 @@ class WorkerLoop:
                 self.logger.set_tags({"restored_from_iteration": start})
         self.ddp = wrap_objective(self.objective)
         return start
+
+    def load_restorable(self, checkpoint) -> TrainingState:
+        """The state of Ray Train's latest checkpoint or, if that one is damaged, of the newest intact checkpoint
+        in the run folder (with a warning naming the damaged file)."""
+        with checkpoint.as_directory() as folder:
+            try:
+                return load_checkpoint(folder)
+            except CheckpointError as err:
+                damaged, latest = err, Path(folder).name
+        for folder in intact_checkpoints(self.spec.run_dir, warn=self.worker.is_chief):
+            if folder.name >= latest:
+                continue
+            try:
+                state = load_checkpoint(folder)
+            except CheckpointError as err:
+                if self.worker.is_chief:
+                    progress.say(f"warning: skipping {folder.name}: {err}")
+                continue
+            if self.worker.is_chief:
+                progress.say(f"warning: {damaged}; resuming from {folder.name} instead")
+            return state
+        raise damaged
 
     # --- training ----------------------------------------------------------------------------------------
     def train(self, start: int) -> None:
@@ -350,11 +375,22 @@ class WorkerLoop:
         }
         with tempfile.TemporaryDirectory(prefix="toco-ckpt-") as folder:
             save_checkpoint(folder, state, meta)
+            check_room(Path(folder), Path(self.spec.run_dir))
             ray.train.report(
                 report,
                 checkpoint=ray.train.Checkpoint.from_directory(folder),
                 checkpoint_dir_name=f"checkpoint_{done:06d}",
             )
+
+
+def check_room(checkpoint: Path, run_dir: Path) -> None:
+    """Raises ENOSPC before Ray Train copies ``checkpoint`` into ``run_dir`` when it cannot fit, rather than
+    leaving a cut-short copy (which readers would skip, but which holds the space the MLflow store needs)."""
+    need = sum(f.stat().st_size for f in checkpoint.iterdir() if f.is_file())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(run_dir).free
+    if need > free:
+        raise OSError(errno.ENOSPC, f"No space left on device: checkpoint of {need} bytes, {free} free in {run_dir}")
 
 
 def device_name(device: torch.device) -> str:

@@ -72,5 +72,5 @@ def first_step(cfg: ToCoConfig, workers: int, out_dir: str | Path, cpus_per_work
         run_config=RunConfig(name=spec.run_name, storage_path=str(out_dir / "ray")),
     )
     trainer.fit()
-    raw = torch.load(out_dir / RESULT_FILE, weights_only=False)
+    raw = torch.load(out_dir / RESULT_FILE, weights_only=True)
     return FirstStep(raw["losses"], raw["grads"], raw["names"])

@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +24,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from toco_ray.checkpointing import META_FILE, STATE_FILE, load_checkpoint
+from toco_ray.checkpointing import (
+    CHECKPOINT_GLOB,
+    META_FILE,
+    STATE_FILE,
+    CheckpointError,
+    check_committed,
+    intact_checkpoints,
+    load_checkpoint,
+    read_meta,
+)
 from toco_ray.config import ConfigError, ToCoConfig, apply_overrides, load_yaml, unflatten
+from toco_ray.config_checks import check_config
 from toco_ray.models import build_model
 
 CONFIG_FILE = "config.yaml"  # the resolved config the launcher saves in the run folder
-CHECKPOINT_GLOB = "checkpoint_*"  # Ray Train checkpoint folders, named with the zero-padded iteration
 RUN_DIR_TAG = "ray.run_dir"  # MLflow tag of a training run: its folder in the Ray storage path
 MLFLOW_PREFIX = "runs:/"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -38,8 +46,7 @@ DDP_PREFIX = "module."  # DistributedDataParallel wrapper
 OBJECTIVE_PREFIX = "model."  # the network inside the training objective
 
 
-class CheckpointError(ValueError):
-    """The reference does not lead to a usable checkpoint; the message says what was looked for."""
+__all__ = ["CheckpointError", "CheckpointInfo", "load_for_inference", "resolve_checkpoint"]
 
 
 @dataclass
@@ -123,10 +130,10 @@ def checkpoint_config(info: CheckpointInfo) -> ToCoConfig:
     flat = info.meta.get("config")
     try:
         if isinstance(flat, dict):
-            return unflatten(flat)
+            return check_config(unflatten(flat))
         for folder in (info.folder, info.folder.parent):
             if (folder / CONFIG_FILE).is_file():
-                return load_yaml(folder / CONFIG_FILE)
+                return check_config(load_yaml(folder / CONFIG_FILE))
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {info.folder}: its config is invalid: {err}") from None
     raise CheckpointError(
@@ -153,22 +160,34 @@ def resolve_checkpoint(reference: str, tracking_uri: str = "") -> CheckpointInfo
 
 
 def _from_path(path: Path, source: str) -> CheckpointInfo:
-    folder = path if (path / STATE_FILE).is_file() else latest_checkpoint(path)
-    meta = json.loads((folder / META_FILE).read_text()) if (folder / META_FILE).is_file() else {}
+    if (path / STATE_FILE).is_file() or (path / META_FILE).is_file():
+        problem = check_committed(path)
+        if problem:
+            raise CheckpointError(problem)
+        folder = path
+    else:
+        folder = latest_checkpoint(path)
+    meta = read_meta(folder)
     return CheckpointInfo(folder=folder, meta=meta, source=source, mlflow_run_id=str(meta.get("mlflow_run_id", "")))
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
-    """The ``checkpoint_*`` folder of ``run_dir`` with the highest iteration (names are zero-padded)."""
+    """The committed ``checkpoint_*`` folder of ``run_dir`` with the highest iteration (names are zero-padded);
+    incomplete ones are skipped with a warning naming their file."""
     if not run_dir.is_dir():
         raise CheckpointError(f"checkpoint {run_dir} is not a folder; expected a checkpoint or training run folder")
-    candidates = sorted(p for p in run_dir.glob(CHECKPOINT_GLOB) if (p / STATE_FILE).is_file())
-    if not candidates:
+    if not any(run_dir.glob(CHECKPOINT_GLOB)):
         raise CheckpointError(
             f"{run_dir} is neither a checkpoint folder (no {STATE_FILE}) nor a training run folder "
             f"(no {CHECKPOINT_GLOB}/{STATE_FILE})"
         )
-    return candidates[-1]
+    candidates = intact_checkpoints(run_dir)
+    if not candidates:
+        raise CheckpointError(
+            f"training run folder {run_dir} has no complete checkpoint: every {CHECKPOINT_GLOB}/ is incomplete or "
+            "damaged (see the warnings above)"
+        )
+    return candidates[0]
 
 
 def _mlflow_run_id(reference: str) -> str | None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ OVERLAYS_DIR = "overlays"
 RESULTS_FILE = "results.parquet"
 FAILURES_FILE = "failures.jsonl"
 SUMMARY_FILE = "summary.json"
+LABEL_KINDS = ("seg", "seg_crf", "pseudo", "pseudo_crf")  # the <kind>/ folders of label maps
 
 
 class OutputError(RuntimeError):
@@ -131,11 +134,17 @@ def prepare_output(layout: OutputLayout, settings: dict[str, Any], resume: bool)
     Raises:
         OutputError: the folder holds a run with different settings and ``resume`` is set.
     """
-    layout.root.mkdir(parents=True, exist_ok=True)
+    try:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(layout.root, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as err:
+        raise OutputError(
+            f"output folder {layout.root} cannot be used: {os_reason(err)}; choose another --out"
+        ) from None
     settings = json.loads(json.dumps(settings))  # tuples → lists, as they read back from run.json
     if not resume:
-        for stale in (layout.root / RECORDS_DIR).glob("*.json"):
-            stale.unlink()
+        clear_outputs(layout)
     elif layout.run_file.is_file():
         previous = json.loads(layout.run_file.read_text())
         changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
@@ -145,5 +154,29 @@ def prepare_output(layout: OutputLayout, settings: dict[str, Any], resume: bool)
                 f"output folder {layout.root} holds a run with other settings ({detail}); "
                 "choose another --out, or pass --no-resume to start over in it"
             )
-    write_json(layout.run_file, settings)
+    try:
+        write_json(layout.run_file, settings)
+    except OSError as err:
+        raise OutputError(f"cannot write {layout.run_file}: {os_reason(err)}; choose another --out") from None
     return layout.done_names() if resume else set()
+
+
+def clear_outputs(layout: OutputLayout) -> None:
+    """Removes what an inference run writes (and nothing else), so no file of other settings stays behind."""
+    root = layout.root
+    for folder in (RECORDS_DIR, PROBS_DIR, OVERLAYS_DIR, *LABEL_KINDS):
+        shutil.rmtree(root / folder, ignore_errors=True)
+    for name in (RUN_FILE, RESULTS_FILE, FAILURES_FILE, SUMMARY_FILE):
+        (root / name).unlink(missing_ok=True)
+
+
+_ERRNO = re.compile(r"\[Errno \d+\] [^:\n']+")
+
+
+def os_reason(err: BaseException) -> str:
+    """The OS reason of a failed file operation in a few words (``[Errno 28] No space left on device``), also when
+    it comes wrapped in a Ray task error."""
+    if isinstance(err, OSError) and err.strerror and type(err).__module__ == "builtins":
+        return f"[Errno {err.errno}] {err.strerror}"
+    found = _ERRNO.search(str(err))
+    return found.group(0).strip() if found else str(err).strip().splitlines()[0]

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import math
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -26,10 +27,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from toco_ray.config import ToCoConfig, apply_overrides, build_config, flatten
+from toco_ray.config_checks import check_config
 from toco_ray.data import DatasetError, build_dataset, generate_dataset
 from toco_ray.data.base import SegDataset
 from toco_ray.inference.checkpoint import CheckpointInfo, build_inference_model, load_model, resolve_checkpoint
-from toco_ray.inference.outputs import OutputLayout, prepare_output, write_json, write_jsonl
+from toco_ray.inference.outputs import (
+    OutputError,
+    OutputLayout,
+    os_reason,
+    prepare_output,
+    write_json,
+    write_jsonl,
+)
 from toco_ray.inference.progress import ProgressBar
 from toco_ray.inference.report import (
     build_summary,
@@ -41,6 +50,7 @@ from toco_ray.inference.report import (
     write_results,
 )
 from toco_ray.inference.steps import InferenceTask, process_item, read_item
+from toco_ray.names import check_name
 from toco_ray.visualize import class_names_or_default
 
 if TYPE_CHECKING:  # the Ray-specific module is imported only when Ray Data runs
@@ -50,8 +60,9 @@ RANDOM_CHECKPOINT = "random"  # with --smoke only: a randomly initialised synthe
 SMOKE_PRESET = "synthetic"
 SMOKE_IMAGES = 4  # images per split in --smoke mode
 SMOKE_SEED = 0  # seeds the random network and the generated smoke data
-# A local cluster stays on loopback; address "local" because without an address ray.init joins the cluster named
-# in /tmp/ray/ray_current_cluster (left by any earlier `ray start` on the machine, even a stopped one).
+# A local cluster's node address and dashboard are on loopback (not every Ray port: see ray_cluster); address
+# "local" because without an address ray.init joins the cluster named in /tmp/ray/ray_current_cluster (left by
+# any earlier `ray start` on the machine, even a stopped one).
 LOGGED_SETTINGS = ("checkpoint", "split", "mode", "scales", "crf", "engine")  # MLflow params infer.<key>
 
 
@@ -112,12 +123,18 @@ def run_inference(options: InferenceOptions) -> dict[str, Any]:
         task = dataclasses.replace(task, threads=plan.threads if plan else max(1, int(options.cpus_per_worker or 1)))
         bar = ProgressBar(f"{options.mode} {options.split}", len(pending)) if options.progress else None
         collector = ResultCollector(dataset, options.skip_bad, bar)
-        if plan is None:
-            run_serial(task, dataset, pending, model, _serial_device(options), collector)
-        else:
-            from toco_ray.inference.pipeline import run_pipeline
+        try:
+            if plan is None:
+                run_serial(task, dataset, pending, model, _serial_device(options), collector)
+            else:
+                from toco_ray.inference.pipeline import run_pipeline
 
-            run_pipeline(task, dataset, pending, model, plan, collector)
+                run_pipeline(task, dataset, pending, model, plan, collector)
+        except OSError as err:  # a full or read-only disk; every file written so far is complete (atomic writes)
+            raise OutputError(
+                f"cannot write to output folder {out_dir}: {os_reason(err)} ({_free_space(out_dir)}); free space or "
+                "choose another --out (finished images are kept: the same command continues)"
+            ) from None
         wall_s = time.perf_counter() - collector.start
     return finish_run(options, task, dataset, names, info, collector, wall_s, plan, tracking_uri)
 
@@ -215,6 +232,7 @@ def open_split(cfg: ToCoConfig, options: InferenceOptions) -> tuple[ToCoConfig, 
                                     SMOKE_IMAGES, SMOKE_IMAGES, SMOKE_SEED))
     if root:
         cfg = apply_overrides(cfg, {"data.root": str(Path(root).resolve())})
+    check_config(cfg)
     dataset = build_dataset(cfg.data, options.split, cfg.model.num_classes)
     if options.mode == "cam" and not any(label.any() for label in dataset.labels.values()):
         raise InferenceError(
@@ -246,15 +264,23 @@ def default_out_dir(options: InferenceOptions, info: CheckpointInfo | None) -> P
         source = "random-smoke"
     else:
         run = info.meta.get("run_name") or info.folder.parent.name
-        source = f"{run}-{info.folder.name}"
+        source = check_name(f"run name of checkpoint {info.folder}", f"{run}-{info.folder.name}")
     leaf = f"{options.split}-{options.mode}" + ("-crf" if options.crf else "")
     return Path(options.output_root) / "inference" / source / leaf
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free there"
+    except OSError:
+        return "free space unknown"
 
 
 def checked_options(options: InferenceOptions) -> InferenceOptions:
     """Validates the options; in smoke mode the run is cut to ``SMOKE_IMAGES`` images."""
     if options.checkpoint == RANDOM_CHECKPOINT and not options.smoke:
         raise InferenceError("--checkpoint random is a pipeline check and needs --smoke (its numbers mean nothing)")
+    check_name("--split", options.split)
     if options.limit < 0:
         raise InferenceError(f"--limit must not be negative, got {options.limit}")
     if not 0 < options.probs_scale <= 1:

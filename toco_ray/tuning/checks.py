@@ -130,31 +130,11 @@ def check_paper_rows(space: SearchSpace) -> None:
 
 
 def check_model(cfg: ToCoConfig, where: str) -> None:
-    """``model.aux_layer`` must name a block of the backbone (depth from the config or timm's default)."""
-    from toco_ray.models import check_backbone_name, resolve_block_index
+    """Every value in range (:func:`~toco_ray.config_checks.check_config`), ``model.aux_layer`` inside the backbone."""
+    from toco_ray.config_checks import check_config
 
     try:
-        check_backbone_name(cfg.model.backbone)
+        check_config(cfg)
     except ConfigError as err:
         raise SpaceError(f"{where}: {err}") from None
-    depth = backbone_depth(cfg.model.backbone, cfg.model.depth)
-    try:
-        resolve_block_index(cfg.model.aux_layer, depth)
-    except ValueError as err:
-        raise SpaceError(f"{where}: config key 'model.aux_layer': {err}") from None
 
-
-_DEPTHS: dict[str, int] = {}
-
-
-def backbone_depth(name: str, depth: int) -> int:
-    """Number of transformer blocks: ``depth`` when set, else timm's default (built on the meta device)."""
-    if depth:
-        return depth
-    if name not in _DEPTHS:
-        import timm
-        import torch
-
-        with torch.device("meta"):
-            _DEPTHS[name] = len(timm.create_model(name, pretrained=False, num_classes=0).blocks)
-    return _DEPTHS[name]

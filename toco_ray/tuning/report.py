@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from toco_ray.config import yaml_load
+from toco_ray.tracking import quote_filter
 from toco_ray.tuning import paper
 from toco_ray.tuning.space import SearchSpace, parse_space
 from toco_ray.tuning.trial import (
@@ -150,7 +150,8 @@ def find_parent(client, target: str):
     experiments = client.search_experiments()
     ids = [e.experiment_id for e in experiments]
     by_experiment = [e.experiment_id for e in experiments if e.name == target]
-    filters = [(by_experiment, f"tags.`{ROLE_TAG}` = 'parent'"), (ids, f"tags.`{SWEEP_TAG}` = '{target}'")]
+    filters = [(by_experiment, f"tags.`{ROLE_TAG}` = 'parent'"),
+               (ids, f"tags.`{SWEEP_TAG}` = {quote_filter(target)}")]
     for experiment_ids, filter_string in filters:
         if not experiment_ids:
             continue
@@ -173,14 +174,14 @@ def load_space_of(client, parent) -> SearchSpace:
         if not files:
             raise ReportError(f"parent run {parent.info.run_id} has no space/*.yaml artifact")
         text = files[0].read_text()
-    return parse_space(yaml.safe_load(text), name=parent.data.tags.get("toco.sweep.space", files[0].stem),
+    return parse_space(yaml_load(text), name=parent.data.tags.get("toco.sweep.space", files[0].stem),
                        path=files[0].name, text=text)
 
 
 def children(client, parent) -> list:
     """The parent's trial runs, oldest first."""
     runs = client.search_runs([parent.info.experiment_id],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                              filter_string=f"tags.`mlflow.parentRunId` = {quote_filter(parent.info.run_id)}",
                               order_by=["attributes.start_time ASC"], max_results=10000)
     return [r for r in runs if r.data.tags.get(ROLE_TAG, "trial") == "trial"]
 

@@ -55,6 +55,7 @@ import dataclasses
 import difflib
 import hashlib
 import itertools
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ from typing import Any
 
 import yaml
 
-from toco_ray.config import PRESETS, ToCoConfig, build_config
+from toco_ray.config import PRESETS, ConfigError, ToCoConfig, build_config, describe_yaml_error, read_text, yaml_load
 from toco_ray.tuning import paper
 
 KINDS = ("grid", "optuna")
@@ -291,14 +292,16 @@ def load_space(path: str | Path, extra: Mapping[str, Any] | None = None) -> Sear
     from toco_ray.tuning.checks import check_paper_rows, check_space  # they build on this module's types
 
     path = Path(path)
+    if not path.exists():
+        raise SpaceError(f"search space {path} does not exist (the shipped ones are in search_spaces/)")
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SpaceError(f"search space {path} does not exist (the shipped ones are in search_spaces/)") from None
+        text = read_text(path, "search space")
+    except ConfigError as err:
+        raise SpaceError(str(err)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_load(text)
     except yaml.YAMLError as err:
-        raise SpaceError(f"{path}: not valid YAML: {err}") from None
+        raise SpaceError(f"{path}: not valid YAML: {describe_yaml_error(err)}") from None
     if not isinstance(data, dict):
         raise SpaceError(f"{path}: expected a mapping with at least `base` and `kind`")
     try:
@@ -463,6 +466,8 @@ def _parse_param(key: str, spec: Any) -> Param:
     for end, value in (("low", low), ("high", high)):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise SpaceError(f"key '{where}.{end}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise SpaceError(f"key '{where}.{end}' must be a finite number, got {value}")
         if kind == "int" and not isinstance(value, int):
             raise SpaceError(f"key '{where}.{end}' must be an integer for type int, got {value!r}")
     if not low < high:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,9 @@ from typing import Any
 
 from ray.tune import Callback
 
+from toco_ray.atomic import atomic_write
 from toco_ray.config import flatten
+from toco_ray.names import check_name
 from toco_ray.tracking import (
     RunLogger,
     artifact_root,
@@ -162,7 +163,8 @@ def prepare_sweep(request: SweepRequest) -> Sweep:
         SweepError: a resumed sweep whose space file changed, or settings that cannot work.
     """
     output_dir = request.output_dir.resolve()
-    name = request.name or Path(request.space_path).stem
+    name = check_name("sweep name (--name, default the space file's name)",
+                      request.name or Path(request.space_path).stem)
     folder = output_dir / SWEEPS_DIR / name
     state = read_state(folder)
     if state and not request.resume:
@@ -245,11 +247,8 @@ def read_state(folder: Path) -> dict[str, Any]:
 
 def write_state(folder: Path, state: dict[str, Any]) -> None:
     """Writes ``sweep.json`` atomically (temporary file + rename)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{STATE_FILE}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(state, fh, indent=2, sort_keys=True)
-    os.replace(tmp, folder / STATE_FILE)
+    text = json.dumps(state, indent=2, sort_keys=True)
+    atomic_write(folder / STATE_FILE, lambda fh: fh.write(text.encode()))
 
 
 def initial_state(sweep: Sweep, parent_run_id: str) -> dict[str, Any]:
