@@ -26,7 +26,7 @@ AT_LEAST_ONE = ("train.global_batch", "schedule.max_iters", "schedule.log_every"
                 "model.num_classes", "model.decoder_dilation")
 NOT_NEGATIVE = ("optim.lr", "optim.head_lr_mult", "optim.weight_decay", "optim.warmup_iters", "optim.power",
                 "loss.w_cls", "loss.w_cls_aux", "loss.w_ptc", "loss.w_ctc", "loss.w_seg", "loss.w_reg",
-                "loss.reg_weight", "train.grad_clip", "train.seed", "data.num_workers", "data.val_limit",
+                "loss.reg_weight", "train.grad_clip", "train.seed", "data.val_limit",
                 "data.num_train", "data.num_val", "data.seed", "schedule.seg_start_iter",
                 "schedule.contrast_start_iter", "schedule.aux_seg_label_until", "par.num_iter", "eval.crf_iters",
                 "eval.num_probe_images", "model.depth", "model.embed_dim", "model.num_heads", "model.patch_size")
@@ -48,7 +48,8 @@ def check_config(cfg: ToCoConfig) -> ToCoConfig:
             if isinstance(item, float) and not math.isfinite(item):
                 raise ConfigError(f"config key {key!r} must be a finite number, got {item}")
     _check_each(flat, AT_LEAST_ONE, lambda v: v >= 1, "at least 1")
-    _check_each(flat, NOT_NEGATIVE, lambda v: v >= 0, "≥ 0 (0 switches a term off)")
+    _check_each(flat, NOT_NEGATIVE, lambda v: v >= 0, "≥ 0")
+    _check_each(flat, ("data.num_workers",), lambda v: v >= -1, "≥ 0, or -1 to size the loaders from the CPUs")
     _check_each(flat, POSITIVE, lambda v: v > 0, "above 0")
     _check_each(flat, UNIT_INTERVAL, lambda v: 0 <= v <= 1, "in [0, 1]")
     lo, hi = cfg.data.scale_range

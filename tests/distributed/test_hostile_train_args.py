@@ -45,7 +45,7 @@ def refuse(tiny_root, tmp_path, capsys, monkeypatch):
         ("optim.lr=.nan", "error: config key 'optim.lr' must be a finite number, got nan"),
         # case 18: a NaN or negative loss weight silently switched its term off
         ("loss.w_ptc=.nan", "error: config key 'loss.w_ptc' must be a finite number, got nan"),
-        ("loss.w_ptc=-0.2", "error: config key 'loss.w_ptc' must be ≥ 0 (0 switches a term off), got -0.2"),
+        ("loss.w_ptc=-0.2", "error: config key 'loss.w_ptc' must be ≥ 0, got -0.2"),
         # case 12: overflowing and non-finite numbers
         ("optim.lr=1e309", "error: config key 'optim.lr' must be a finite number, got inf"),
         ("optim.lr=.inf", "error: config key 'optim.lr' must be a finite number, got inf"),
@@ -53,6 +53,9 @@ def refuse(tiny_root, tmp_path, capsys, monkeypatch):
         ("ctc.local_crop_size=200",
          "error: config key 'ctc.local_crop_size' (200): a 128×128 view (data.crop_size) cannot hold 4 local crops "
          "of that size (ctc.n_local_crops); use a smaller crop or a larger view"),
+        # -1 sizes the loaders from the CPUs; below that is no count
+        ("data.num_workers=-2",
+         "error: config key 'data.num_workers' must be ≥ 0, or -1 to size the loaders from the CPUs, got -2"),
         ("data.train_split=../../x", "error: config key 'data.train_split': '../../x' is not a valid name: use "
          "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 128 characters, no '..'"),
     ],
