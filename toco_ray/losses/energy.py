@@ -42,6 +42,7 @@ class DenseEnergyLoss(nn.Module):
         scale: the energy is computed on inputs resized by this factor (ref 0.5).
         kernel: ``"permutohedral"`` (fast, approximate) or ``"exact"`` (O(N²) brute force, for validation).
         ignore_index: label value of unlabelled pixels.
+        backend: the permutohedral lattice's backend (``losses/permutohedral.py``): "auto", "numba" or "torch".
 
     Example:
         >>> loss_fn = DenseEnergyLoss.from_config(cfg.loss)
@@ -56,6 +57,7 @@ class DenseEnergyLoss(nn.Module):
         scale: float = 0.5,
         kernel: str = "permutohedral",
         ignore_index: int = 255,
+        backend: str = "auto",
     ):
         super().__init__()
         if kernel not in KERNELS:
@@ -66,6 +68,7 @@ class DenseEnergyLoss(nn.Module):
         self.scale = scale
         self.kernel = kernel
         self.ignore_index = ignore_index
+        self.backend = backend
 
     @classmethod
     def from_config(cls, cfg: LossConfig, kernel: str = "permutohedral") -> DenseEnergyLoss:
@@ -104,8 +107,13 @@ class DenseEnergyLoss(nn.Module):
         b, k, h, w = probs.shape
         features = pixel_features(images, self.sigma_xy * self.scale, self.sigma_rgb)  # B×N×5
         values = probs.flatten(2).transpose(1, 2)  # B×N×K
-        filtered = self._filter(features.to(values.dtype), values)
-        energy = (values * gate.reshape(b, h * w, 1) * filtered).sum()
+        gate = gate.reshape(b, h * w, 1).to(values.dtype)
+        if self.kernel == "exact":
+            filtered = torch.stack([gaussian_filter_exact(f, v) for f, v in zip(features, values)])
+            energy = (values * gate * filtered).sum()
+        else:
+            lattice = PermutohedralLattice(features.to(values.dtype), backend=self.backend)
+            energy = _GatedEnergy.apply(values, gate, lattice)
         return -self.weight * energy / b
 
     def _downscale(self, images, probs, roi_mask, seg_label):
@@ -117,10 +125,27 @@ class DenseEnergyLoss(nn.Module):
         labels = F.interpolate(seg_label.unsqueeze(1).float(), **resize).squeeze(1)
         return images, probs, roi, labels.long() == self.ignore_index
 
-    def _filter(self, features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        if self.kernel == "exact":
-            return torch.stack([gaussian_filter_exact(f, v) for f, v in zip(features, values)])
-        return PermutohedralLattice(features).filter(values)
+
+class _GatedEnergy(torch.autograd.Function):
+    """``Σ values ⊙ gate ⊙ K(values)`` with the gate held constant, from one filtering of [P, gate ⊙ P].
+
+    The gradient ``gate ⊙ K(P) + Kᵀ(gate ⊙ P)`` is what autograd gives through the lattice; both filtered maps
+    come out of the forward, so the backward is one multiply.
+    """
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, gate: torch.Tensor, lattice: PermutohedralLattice) -> torch.Tensor:
+        gated = gate * values  # B×N×K
+        if not ctx.needs_input_grad[0]:
+            return (gated * lattice.filter(values)).sum()
+        filtered, gated_filtered = lattice.filter_pair(values, gated)
+        ctx.save_for_backward(gate * filtered + gated_filtered)
+        return (gated * filtered).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (direction,) = ctx.saved_tensors
+        return grad * direction, None, None
 
 
 def energy_gate(probs: torch.Tensor, roi: torch.Tensor, unlabelled: torch.Tensor) -> torch.Tensor:
