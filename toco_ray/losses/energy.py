@@ -13,8 +13,10 @@ unnormalised with its self term (``losses/permutohedral.py``).
 Differences from the reference, on purpose:
 
 * The reference runs a compiled permutohedral lattice on the CPU with a hand-written backward
-  ``−2·weight·gate⊙K(P)⊙roi/B``, which is the gradient of the gate-free symmetric quadratic form only. Here autograd
-  differentiates the forward with the gate held constant: ``−weight·roi⊙(gate⊙K(P) + Kᵀ(gate⊙P))/B``.
+  ``−2·weight·gate⊙K(P)⊙roi/B``, which is the gradient of the gate-free symmetric quadratic form only. Ours is
+  the gradient of the forward with the gate held constant, ``−weight·roi⊙(gate⊙K(P) + Kᵀ(gate⊙P))/B``, as
+  autograd would give it; the lattice filters P and gate⊙P in the forward (with K and its transpose, which
+  differ by about 1 % where the lattice is cut off) and the backward reuses both.
 * Our lattice approximates the exact Gaussian sum (energy within a few per cent); the reference's lattice
   constants and its dropping of mass blurred into empty lattice cells give about 0.56× the exact energy on
   photographs, so at equal ``weight`` this term is about 1.8× the reference's.

@@ -1,4 +1,4 @@
-"""Gaussian filtering in a feature space: a pure-PyTorch permutohedral lattice and the exact brute force.
+"""Gaussian filtering in a feature space: a permutohedral lattice (PyTorch or compiled CPU loops) and the exact sum.
 
 Both compute the *unnormalised* Gaussian sum, self term included::
 
@@ -10,9 +10,12 @@ with features ``f`` already divided by their bandwidths (the kernel has unit var
 Permutohedral Lattice" (Eurographics 2010), the algorithm of Krähenbühl's dense-CRF lattice that the reference
 energy loss calls: elevate each point onto the hyperplane Σx = 0 of R^{d+1}, splat its value onto the d+1
 vertices of its enclosing simplex with barycentric weights, blur with [1, 2, 1]/4 along each of the d+1
-lattice directions, slice back with the same weights. Everything is vectorised (``index_add``, gathers, a
-sorted integer hash searched with ``searchsorted``), so it runs on CPU and CUDA, and autograd differentiates
-the output with respect to the values (the features only define the lattice and get no gradient).
+lattice directions, slice back with the same weights. The lattice is built once per batch and filters all
+channels of a value map together. Two backends build the same lattice and filter alike: PyTorch operations
+(``index_add``, gathers, a sorted integer hash searched with ``searchsorted``), which run on CPU and CUDA, and
+compiled CPU loops (:mod:`toco_ray.losses.permutohedral_numba`, used for CPU tensors when numba is installed).
+The filter is linear in the values (the features only define the lattice and get no gradient): its backward
+filters the incoming gradient with the transposed operator, the blur directions in reverse order.
 
 Three choices differ from the C++ lattice, each measured against :func:`gaussian_filter_exact`:
 

@@ -24,6 +24,9 @@ from numba import prange
 _JIT = {"cache": True, "nogil": True}
 
 
+_CHUNK = 4096  # points per parallel task in the per-point loops (scratch arrays are allocated per task)
+
+
 @numba.njit(parallel=True, **_JIT)
 def embed(features: np.ndarray, elevation: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-point loop of ``permutohedral._embed``: remainder-0 vertex, rank and barycentric weights, P×(d+1).
@@ -35,26 +38,35 @@ def embed(features: np.ndarray, elevation: np.ndarray) -> tuple[np.ndarray, np.n
     rem0 = np.empty((p, d1), np.int64)
     rank = np.empty((p, d1), np.int64)
     bary = np.empty((p, d1), np.float64)
-    for n in prange(p):
-        elevated = elevation @ features[n]
-        rounded = np.round(elevated / d1)
-        offset = elevated - rounded * d1
-        total = int(rounded.sum())
-        delta = np.zeros(d1 + 1)
-        for i in range(d1):
-            larger = 0
-            for j in range(d1):
-                if offset[j] > offset[i] or (offset[j] == offset[i] and j < i):
-                    larger += 1
-            r = larger + total
-            wrap = (1 if r < 0 else 0) - (1 if r > dim else 0)
-            rank[n, i] = r + d1 * wrap
-            rem0[n, i] = int(rounded[i]) * d1 + d1 * wrap
-            step = (elevated[i] - rem0[n, i]) / d1
-            delta[dim - rank[n, i]] += step
-            delta[dim - rank[n, i] + 1] -= step
-        delta[0] += 1.0 + delta[d1]
-        bary[n] = delta[:d1]
+    for chunk in prange((p + _CHUNK - 1) // _CHUNK):
+        elevated, offset, delta = np.empty(d1), np.empty(d1), np.empty(d1 + 1)
+        for n in range(chunk * _CHUNK, min(p, (chunk + 1) * _CHUNK)):
+            total = 0
+            for i in range(d1):
+                x = 0.0
+                for m in range(dim):
+                    x += elevation[i, m] * features[n, m]
+                rounded = np.round(x / d1)
+                elevated[i] = x
+                offset[i] = x - rounded * d1
+                rem0[n, i] = int(rounded) * d1
+                total += int(rounded)
+            delta[:] = 0.0
+            for i in range(d1):
+                larger = 0
+                for j in range(d1):
+                    if offset[j] > offset[i] or (offset[j] == offset[i] and j < i):
+                        larger += 1
+                r = larger + total
+                wrap = (1 if r < 0 else 0) - (1 if r > dim else 0)
+                rank[n, i] = r + d1 * wrap
+                rem0[n, i] += d1 * wrap
+                step = (elevated[i] - rem0[n, i]) / d1
+                delta[dim - rank[n, i]] += step
+                delta[dim - rank[n, i] + 1] -= step
+            delta[0] += 1.0 + delta[d1]
+            for i in range(d1):
+                bary[n, i] = delta[i]
     return rem0, rank, bary
 
 
@@ -180,52 +192,61 @@ def build_lattice(codes: np.ndarray, steps: list[int]) -> dict[str, np.ndarray]:
 
 
 @numba.njit(**_JIT)
-def _live_rows(neighbours: np.ndarray, directions: np.ndarray, splatted: np.ndarray) -> np.ndarray:
-    # live[t, i]: step t computes row i, as it holds mass after step t and is still read afterwards.
+def _compact_plan(neighbours: np.ndarray, directions: np.ndarray, splatted: np.ndarray) -> tuple[np.ndarray, ...]:
     n_steps, _, m = neighbours.shape
+    # Forward: mass[t, i], row i holds mass after t steps. Backward: need[t, i], row i is read after t steps.
     mass = np.zeros((n_steps + 1, m + 1), np.bool_)
     need = np.zeros((n_steps + 1, m + 1), np.bool_)
     for i in splatted:
         mass[0, i] = True
         need[n_steps, i] = True
     for t in range(n_steps):
-        j = directions[t]
+        nb = neighbours[directions[t]]
         for i in range(m):
-            mass[t + 1, i] = mass[t, i] or mass[t, neighbours[j, 0, i]] or mass[t, neighbours[j, 1, i]]
+            mass[t + 1, i] = mass[t, i] or mass[t, nb[0, i]] or mass[t, nb[1, i]]
     for t in range(n_steps - 1, -1, -1):
-        j = directions[t]
+        nb = neighbours[directions[t]]
         for i in range(m):
-            need[t, i] = need[t + 1, i] or need[t + 1, neighbours[j, 0, i]] or need[t + 1, neighbours[j, 1, i]]
-    live = np.zeros((n_steps, m), np.bool_)
+            need[t, i] = need[t + 1, i] or need[t + 1, nb[0, i]] or need[t + 1, nb[1, i]]
+    # Step t computes the rows with mass after it that are still read; -1 marks rows a step did not compute.
+    where = np.full(m + 1, -1, np.int32)
+    where[splatted] = np.arange(splatted.size, dtype=np.int32)
+    previous = splatted.size
+    sizes = np.zeros(n_steps, np.int64)
+    steps = np.empty((3, n_steps * m), np.int32)
+    total = 0
     for t in range(n_steps):
+        nb = neighbours[directions[t]]
+        current = np.full(m + 1, -1, np.int32)
+        start = total
         for i in range(m):
-            live[t, i] = mass[t + 1, i] and need[t + 1, i]
-    return live
+            if mass[t + 1, i] and need[t + 1, i]:
+                for slot, row in enumerate((i, nb[0, i], nb[1, i])):
+                    steps[slot, total] = where[row] if where[row] >= 0 else previous
+                current[i] = total - start
+                total += 1
+        sizes[t] = total - start
+        where, previous = current, sizes[t]
+    return steps[:, :total], sizes
 
 
 def blur_plan(neighbours: np.ndarray, splatted: np.ndarray, reverse: bool) -> list[np.ndarray]:
     """What each blur step computes, on compact buffers that hold only its live rows.
 
-    Step t writes one row per live lattice row (in lattice order) from three rows of the previous step's buffer:
-    the row itself and its two neighbours along the step's direction; a row that the previous step did not
-    compute is zero there and reads the buffer's last row, kept zero. The first step reads the splat buffer
-    (the V splatted vertices in lattice order); the last step computes exactly those V rows again, in the same
-    order, for the slice.
+    A step computes only the rows that hold mass by then and are still read afterwards; other rows are zero or
+    never read. It writes one row per such lattice row (in lattice order) from three rows of the previous
+    step's buffer: the row itself and its two neighbours along the step's direction; a row that the previous
+    step did not compute is zero there and reads that buffer's last row, kept zero. The first step reads the
+    splat buffer (the V splatted vertices in lattice order); the last step computes exactly those V rows again,
+    in the same order, for the slice.
 
     Returns:
         One 3×R_t int32 array ``(self, plus, minus)`` per step, directions 0…d (or d…0 with ``reverse``).
     """
-    n_steps, _, m = neighbours.shape
+    n_steps = neighbours.shape[0]
     directions = np.arange(n_steps)[::-1].copy() if reverse else np.arange(n_steps)
-    live = _live_rows(neighbours, directions, splatted)
-    plan, previous = [], splatted
-    for t, j in enumerate(directions):
-        rows = np.flatnonzero(live[t])
-        where = np.full(m + 1, previous.size, np.int32)
-        where[previous] = np.arange(previous.size, dtype=np.int32)
-        plan.append(np.stack([where[rows], where[neighbours[j, 0, rows]], where[neighbours[j, 1, rows]]]))
-        previous = rows
-    return plan
+    steps, sizes = _compact_plan(neighbours, directions, splatted)
+    return np.split(steps, np.cumsum(sizes)[:-1], axis=1)
 
 
 @numba.njit(parallel=True, **_JIT)
