@@ -11,8 +11,9 @@ the same splat, blur and slice as the pure-PyTorch path, on the same lattice in 
 Pruning: a blur step only needs the rows that hold mass by then (reached from a splatted vertex by the steps so
 far) *and* that can still reach a splatted vertex by the remaining steps, the only rows the slice reads. Other
 rows are zero or never read, so leaving them out changes nothing; on noise images it skips about half the rows.
-Two buffers alternate between steps, and a row never written in a buffer is zero there: every row a step reads
-either was written by the previous step or has held no mass yet (see :func:`blur_plan`).
+Each step writes every row of a compact buffer holding just its rows, so nothing needs zeroing: a row that the
+previous step did not compute holds no mass yet and is read from that buffer's last row, kept zero (see
+:func:`blur_plan`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ import numba
 import numpy as np
 from numba import prange
 
-_JIT = {"cache": True, "nogil": True}
-
-
+_JIT = {"cache": True, "nogil": True}  # compiled once, cached beside this file
 _CHUNK = 4096  # points per parallel task in the per-point loops (scratch arrays are allocated per task)
 
 
@@ -113,18 +112,6 @@ def _shift_index(codes: np.ndarray, shift: int, missing: int) -> np.ndarray:
             j += 1
         out[i] = j if j < m and codes[j] == target else missing
     return out
-
-
-@numba.njit(**_JIT)
-def _sorted_unique(sorted_values: np.ndarray) -> np.ndarray:
-    n = sorted_values.size
-    out = np.empty(n, sorted_values.dtype)
-    count = 0
-    for i in range(n):
-        if i == 0 or sorted_values[i] != sorted_values[i - 1]:
-            out[count] = sorted_values[i]
-            count += 1
-    return out[:count]
 
 
 @numba.njit(**_JIT)
