@@ -43,6 +43,8 @@ import math
 import numpy as np
 import torch
 
+from toco_ray.memory import keep_freed_memory
+
 try:
     from toco_ray.losses import permutohedral_numba as _numba
 except ImportError:  # numba is optional: the PyTorch operations below compute the same on any device
@@ -97,6 +99,8 @@ class PermutohedralLattice:
             raise ValueError(f"lattice features must be B×N×d, got shape {tuple(features.shape)}")
         self.batch, self.num_points, self.dim = features.shape
         self.backend = _resolve_backend(backend, features.device)
+        if features.device.type == "cpu":
+            keep_freed_memory()  # the lattice's buffers are hundreds of MB per batch: don't page-fault them anew
         # Float64 for the embedding: rounding to lattice points must not flip on float32 noise.
         points = features.reshape(-1, self.dim).detach().double()
         if self.backend == "numba":

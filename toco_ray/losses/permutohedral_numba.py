@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+import torch
 from numba import prange
 
 _JIT = {"cache": True, "nogil": True}  # compiled once, cached beside this file
@@ -99,41 +100,35 @@ def pack_codes(rem0, rank, low: np.ndarray, strides: np.ndarray, set_stride: int
     return codes
 
 
-@numba.njit(**_JIT)
-def _shift_index(codes: np.ndarray, shift: int, missing: int) -> np.ndarray:
-    # Index of codes[i] + shift in the sorted unique ``codes`` (``missing`` if absent): one merge pass, since the
-    # shifted codes are sorted too.
-    m = codes.size
-    out = np.empty(m, np.int64)
-    j = 0
-    for i in range(m):
-        target = codes[i] + shift
-        while j < m and codes[j] < target:
-            j += 1
-        out[i] = j if j < m and codes[j] == target else missing
+@numba.njit(parallel=True, **_JIT)
+def _neighbour_index(codes: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    # Index of codes[i] ± steps[j] in the sorted unique ``codes`` (M if absent), (d+1)×2×M: one merge pass per
+    # direction and sign, since the shifted codes are sorted too.
+    m, n_steps = codes.size, steps.size
+    out = np.empty((n_steps, 2, m), np.int64)
+    for task in prange(2 * n_steps):
+        j, sign = task // 2, task % 2
+        shift = steps[j] if sign == 0 else -steps[j]
+        k = 0
+        for i in range(m):
+            target = codes[i] + shift
+            while k < m and codes[k] < target:
+                k += 1
+            out[j, sign, i] = k if k < m and codes[k] == target else m
     return out
 
 
-@numba.njit(**_JIT)
-def _merge_shifted(values: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    # Sorted union of values + shift over all shifts, for sorted unique ``values``: a k-way merge of k sorted runs.
-    n, k = values.size, shifts.size
-    heads = np.zeros(k, np.int64)
-    out = np.empty(n * k, values.dtype)
-    count = 0
-    while True:
-        best = -1
-        for c in range(k):
-            if heads[c] < n and (best < 0 or values[heads[c]] + shifts[c] < values[heads[best]] + shifts[best]):
-                best = c
-        if best < 0:
-            break
-        smallest = values[heads[best]] + shifts[best]
-        if count == 0 or out[count - 1] != smallest:
-            out[count] = smallest
-            count += 1
-        heads[best] += 1
-    return out[:count]
+def _sorted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # PyTorch sorts int64 with a radix sort: on random codes ~5× faster than numpy's stable sort (timsort).
+    result = torch.sort(torch.from_numpy(values), stable=True)
+    return result.values.numpy(), result.indices.numpy()
+
+
+def _first_of_runs(ordered: np.ndarray) -> np.ndarray:
+    first = np.empty(ordered.size, np.bool_)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return first
 
 
 def build_lattice(codes: np.ndarray, steps: list[int]) -> dict[str, np.ndarray]:
@@ -150,23 +145,17 @@ def build_lattice(codes: np.ndarray, steps: list[int]) -> dict[str, np.ndarray]:
         point-vertex pairs ``(p·(d+1) + v)`` grouped by vertex, vertex u's in ``order[offsets[u]:offsets[u+1]]``).
     """
     flat = codes.reshape(-1)
-    order = np.argsort(flat, kind="stable")
-    ordered = flat[order]
-    first = np.empty(flat.size, np.bool_)
-    first[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    ordered, order = _sorted(flat)
+    first = _first_of_runs(ordered)
     vertex_rank = np.empty(flat.size, np.int64)
     vertex_rank[order] = np.cumsum(first) - 1
     splatted_codes = ordered[first]
     offsets = np.append(np.flatnonzero(first), flat.size)
-    shifts = np.array([0] + list(steps) + [-s for s in steps], np.int64)
-    lattice_codes = _merge_shifted(splatted_codes, shifts)
-    m = lattice_codes.size
+    ring = np.concatenate([splatted_codes] + [splatted_codes + s for s in steps] + [splatted_codes - s for s in steps])
+    ring = np.sort(ring, kind="stable")  # timsort merges the 2d+3 sorted runs, ~7× faster than a radix sort
+    lattice_codes = ring[_first_of_runs(ring)]
     splatted = np.searchsorted(lattice_codes, splatted_codes)
-    neighbours = np.empty((len(steps), 2, m), np.int64)
-    for j, s in enumerate(steps):
-        neighbours[j, 0] = _shift_index(lattice_codes, s, m)
-        neighbours[j, 1] = _shift_index(lattice_codes, -s, m)
+    neighbours = _neighbour_index(lattice_codes, np.array(steps, np.int64))
     return {
         "lattice_codes": lattice_codes,
         "vertex_index": splatted[vertex_rank].reshape(codes.shape),
@@ -178,7 +167,7 @@ def build_lattice(codes: np.ndarray, steps: list[int]) -> dict[str, np.ndarray]:
     }
 
 
-@numba.njit(**_JIT)
+@numba.njit(parallel=True, **_JIT)
 def _compact_plan(neighbours: np.ndarray, directions: np.ndarray, splatted: np.ndarray) -> tuple[np.ndarray, ...]:
     n_steps, _, m = neighbours.shape
     # Forward: mass[t, i], row i holds mass after t steps. Backward: need[t, i], row i is read after t steps.
@@ -189,11 +178,11 @@ def _compact_plan(neighbours: np.ndarray, directions: np.ndarray, splatted: np.n
         need[n_steps, i] = True
     for t in range(n_steps):
         nb = neighbours[directions[t]]
-        for i in range(m):
+        for i in prange(m):
             mass[t + 1, i] = mass[t, i] or mass[t, nb[0, i]] or mass[t, nb[1, i]]
     for t in range(n_steps - 1, -1, -1):
         nb = neighbours[directions[t]]
-        for i in range(m):
+        for i in prange(m):
             need[t, i] = need[t + 1, i] or need[t + 1, nb[0, i]] or need[t + 1, nb[1, i]]
     # Step t computes the rows with mass after it that are still read; -1 marks rows a step did not compute.
     where = np.full(m + 1, -1, np.int32)
