@@ -108,7 +108,7 @@ class PermutohedralLattice:
             self.lattice_codes, self.vertex_index, self.neighbours, self.barycentric = (
                 torch.from_numpy(self._compact[name])
                 for name in ("lattice_codes", "vertex_index", "neighbours", "barycentric")
-            )
+            )  # neighbours int32 here: the plan's passes read them 3× per direction
         else:
             rem0, rank, self.barycentric = _embed(points)
             keys = _simplex_vertices(rem0, rank)  # (B·N)×(d+1)×d

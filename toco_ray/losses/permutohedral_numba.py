@@ -102,10 +102,10 @@ def pack_codes(rem0, rank, low: np.ndarray, strides: np.ndarray, set_stride: int
 
 @numba.njit(parallel=True, **_JIT)
 def _neighbour_index(codes: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    # Index of codes[i] ± steps[j] in the sorted unique ``codes`` (M if absent), (d+1)×2×M: one merge pass per
-    # direction and sign, since the shifted codes are sorted too.
+    # Index of codes[i] ± steps[j] in the sorted unique ``codes`` (M if absent), (d+1)×2×M int32: one merge pass
+    # per direction and sign, since the shifted codes are sorted too.
     m, n_steps = codes.size, steps.size
-    out = np.empty((n_steps, 2, m), np.int64)
+    out = np.empty((n_steps, 2, m), np.int32)
     for task in prange(2 * n_steps):
         j, sign = task // 2, task % 2
         shift = steps[j] if sign == 0 else -steps[j]
@@ -139,10 +139,11 @@ def build_lattice(codes: np.ndarray, steps: list[int]) -> dict[str, np.ndarray]:
         steps: the d+1 code offsets of the lattice directions.
 
     Returns:
-        ``lattice_codes`` (M, sorted); ``vertex_index`` P×(d+1) into them; ``neighbours`` (d+1)×2×M (index of
-        the +step and −step neighbour, M where absent); for the splat, ``vertex_rank`` P×(d+1) (index among the
-        V splatted vertices, sorted), ``splatted`` (their lattice indices), ``order`` and ``offsets`` (the
-        point-vertex pairs ``(p·(d+1) + v)`` grouped by vertex, vertex u's in ``order[offsets[u]:offsets[u+1]]``).
+        ``lattice_codes`` (M, sorted); ``vertex_index`` P×(d+1) into them; ``neighbours`` (d+1)×2×M int32
+        (index of the +step and −step neighbour, M where absent); for the splat, ``vertex_rank`` P×(d+1) (index
+        among the V splatted vertices, sorted), ``splatted`` (their lattice indices), ``order`` and ``offsets``
+        (the point-vertex pairs ``(p·(d+1) + v)`` grouped by vertex, vertex u's in
+        ``order[offsets[u]:offsets[u+1]]``).
     """
     flat = codes.reshape(-1)
     ordered, order = _sorted(flat)
@@ -184,25 +185,29 @@ def _compact_plan(neighbours: np.ndarray, directions: np.ndarray, splatted: np.n
         nb = neighbours[directions[t]]
         for i in prange(m):
             need[t, i] = need[t + 1, i] or need[t + 1, nb[0, i]] or need[t + 1, nb[1, i]]
-    # Step t computes the rows with mass after it that are still read; -1 marks rows a step did not compute.
-    where = np.full(m + 1, -1, np.int32)
+    # Step t computes the rows with mass after it that are still read, in lattice order. where[i]: position of
+    # row i in the previous step's buffer, or that buffer's zero last row if the previous step did not compute it.
+    where = np.full(m + 1, splatted.size, np.int32)
     where[splatted] = np.arange(splatted.size, dtype=np.int32)
-    previous = splatted.size
     sizes = np.zeros(n_steps, np.int64)
     steps = np.empty((3, n_steps * m), np.int32)
     total = 0
     for t in range(n_steps):
         nb = neighbours[directions[t]]
-        current = np.full(m + 1, -1, np.int32)
-        start = total
-        for i in range(m):
-            if mass[t + 1, i] and need[t + 1, i]:
-                for slot, row in enumerate((i, nb[0, i], nb[1, i])):
-                    steps[slot, total] = where[row] if where[row] >= 0 else previous
-                current[i] = total - start
-                total += 1
-        sizes[t] = total - start
-        where, previous = current, sizes[t]
+        live = mass[t + 1, :m] & need[t + 1, :m]
+        position = np.cumsum(live) - 1
+        sizes[t] = position[-1] + 1
+        for i in prange(m):
+            if live[i]:
+                column = total + position[i]
+                steps[0, column] = where[i]
+                steps[1, column] = where[nb[0, i]]
+                steps[2, column] = where[nb[1, i]]
+        where = np.full(m + 1, sizes[t], np.int32)
+        for i in prange(m):
+            if live[i]:
+                where[i] = position[i]
+        total += sizes[t]
     return steps[:, :total], sizes
 
 
