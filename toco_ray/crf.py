@@ -15,9 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import platform
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +22,7 @@ import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
 
 from toco_ray.config import EvalConfig
-
-# glibc's mallopt parameters (malloc.h) and the value we set them to
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-KEEP_BYTES = 1 << 30
+from toco_ray.memory import keep_freed_memory
 
 
 @dataclass(frozen=True)
@@ -57,23 +51,6 @@ class CRFParams:
 
 KEEP_FREED_MEMORY = True
 """Whether :func:`dense_crf` first tunes glibc to keep freed buffers (see :func:`keep_freed_memory`)."""
-
-
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Tunes glibc malloc so that large freed buffers stay in the process instead of going back to the kernel.
-
-    pydensecrf allocates and frees several K×H×W float buffers in every mean-field iteration (16 MB each for 21
-    labels at 500×375). With glibc's defaults each one is a fresh ``mmap`` that page-faults in again: on a 2-core
-    VM that was 26 % of a CRF's time (0.88 s → 0.66 s per image, 5.7 s → 0.25 s of system time for 24 CRFs).
-    Raising the mmap and trim thresholds to 1 GiB keeps the buffers for reuse; the process then holds on to up to
-    1 GiB of freed memory. Done once per process; a no-op (False) on other C libraries. A hand-written call:
-    no maintained Python package exposes ``mallopt``.
-    """
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(None)
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
 
 
 def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.ndarray:

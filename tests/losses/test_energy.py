@@ -4,7 +4,24 @@ import pytest
 import torch
 
 from toco_ray.config import LossConfig
-from toco_ray.losses import DenseEnergyLoss, energy_gate, gaussian_filter_exact, pixel_features
+from toco_ray.losses import (
+    DenseEnergyLoss,
+    PermutohedralLattice,
+    energy_gate,
+    gaussian_filter_exact,
+    pixel_features,
+)
+from toco_ray.losses.permutohedral import _blur, _slice, _splat
+
+try:
+    import numba  # noqa: F401
+
+    AVAILABLE = ("torch", "numba")
+except ImportError:  # the compiled backend is optional
+    AVAILABLE = ("torch",)
+BACKEND_NAMES = ("torch", "numba")
+BACKENDS = [b if b in AVAILABLE else pytest.param(b, marks=pytest.mark.skip(reason=f"{b} is not installed"))
+            for b in BACKEND_NAMES]
 
 pytestmark = pytest.mark.unit
 
@@ -94,14 +111,60 @@ def test_gradient_holds_the_gate_constant():
     torch.testing.assert_close(probs.grad, expected)
 
 
-@pytest.mark.parametrize("kernel", ["exact", "permutohedral"])
-def test_energy_gradcheck(kernel):
+@pytest.mark.parametrize(("kernel", "backend"), [("exact", "auto"), *(("permutohedral", b) for b in BACKEND_NAMES)])
+def test_energy_gradcheck(kernel, backend):
+    if kernel == "permutohedral" and backend not in AVAILABLE:
+        pytest.skip(f"the {backend} backend is not installed")
     images, probs, roi, _ = _random_inputs(1, k=2, h=6, w=8)
     labels = torch.full(roi.shape, 255)  # gate ≡ 1, so the gate-constant gradient is the true gradient
-    loss_fn = DenseEnergyLoss(weight=1e-2, sigma_xy=8.0, scale=0.5, kernel=kernel)
+    loss_fn = DenseEnergyLoss(weight=1e-2, sigma_xy=8.0, scale=0.5, kernel=kernel, backend=backend)
     probs.requires_grad_(True)
     # fast mode (a random directional derivative) keeps the lattice rebuilds per check to a handful
     assert torch.autograd.gradcheck(lambda p: loss_fn(images, p, roi, labels), (probs,), fast_mode=True)
+
+
+def _previous_energy(loss_fn, images_255, probs, roi_mask, seg_label):
+    """The energy as it was computed before its fused forward/backward: autograd through the pure-PyTorch
+    lattice's splat, blur and slice, the lattice filtering P alone."""
+    images, probs, roi, unlabelled = loss_fn._downscale(images_255, probs, roi_mask, seg_label)
+    gate = energy_gate(probs, roi, unlabelled)
+    probs = probs * roi.unsqueeze(1)
+    b, k, h, w = probs.shape
+    features = pixel_features(images, loss_fn.sigma_xy * loss_fn.scale, loss_fn.sigma_rgb)
+    values = probs.flatten(2).transpose(1, 2)
+    lattice = PermutohedralLattice(features.to(values.dtype), backend="torch")
+    flat = values.reshape(b * h * w, k)
+    weights = lattice.barycentric.to(flat.dtype)
+    splatted = _splat(flat, weights, lattice.vertex_index, lattice.num_lattice_points)
+    filtered = _slice(_blur(splatted, lattice.neighbours), weights, lattice.vertex_index) * lattice.gain
+    energy = (values * gate.reshape(b, h * w, 1) * filtered.reshape(values.shape)).sum()
+    return -loss_fn.weight * energy / b
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("k", [2, 21, 81])
+@pytest.mark.parametrize(("h", "w"), [(12, 16), (32, 40), (64, 88)])
+def test_energy_matches_previous_implementation(backend, k, h, w):
+    # Noise images (a sparse, large lattice) at the three sizes, with unlabelled rows and a partial box.
+    images, probs, roi, labels = _random_inputs(3, b=2, k=k, h=h, w=w, dtype=torch.float32)
+    loss_fn = DenseEnergyLoss(weight=1.0, backend=backend)
+    grads = []
+    for energy_fn in (loss_fn, lambda *a: _previous_energy(loss_fn, *a)):
+        p = probs.clone().requires_grad_(True)
+        loss = energy_fn(images, p, roi, labels)
+        loss.backward()
+        grads.append((loss.detach(), p.grad))
+    (fast, fast_grad), (previous, previous_grad) = grads
+    torch.testing.assert_close(fast, previous, rtol=1e-5, atol=0)
+    torch.testing.assert_close(fast_grad, previous_grad, rtol=1e-4, atol=1e-5 * previous_grad.abs().max().item())
+
+
+def test_energy_without_gradient_filters_once():
+    images, probs, roi, labels = _random_inputs(4, k=3, h=16, w=16)
+    loss_fn = DenseEnergyLoss(weight=1.0)
+    with torch.no_grad():
+        value = loss_fn(images, probs, roi, labels)
+    torch.testing.assert_close(value, _previous_energy(loss_fn, images, probs, roi, labels))
 
 
 def test_permutohedral_energy_close_to_exact():

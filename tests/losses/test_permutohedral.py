@@ -5,6 +5,14 @@ import torch
 
 from toco_ray.losses import PermutohedralLattice, gaussian_filter_exact, gaussian_filter_permutohedral
 
+try:
+    import numba  # noqa: F401
+
+    BACKENDS = ["torch", "numba"]
+except ImportError:  # the compiled backend is optional
+    BACKENDS = ["torch", pytest.param("numba", marks=pytest.mark.skip(reason="numba is not installed"))]
+needs_numba = pytest.mark.skipif(BACKENDS[1] != "numba", reason="numba is not installed")
+
 pytestmark = pytest.mark.unit
 
 
@@ -41,16 +49,17 @@ def test_exact_filter_by_hand():
     torch.testing.assert_close(gaussian_filter_exact(features, values, chunk=2), torch.tensor(expected).double())
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", ["noise", "smooth", "blocks"])
 @pytest.mark.parametrize("sigma_xy", [50.0, 5.0])
-def test_lattice_energy_matches_exact(name, sigma_xy):
+def test_lattice_energy_matches_exact(name, sigma_xy, backend):
     # Measured energy errors on these six cases: −4.4 % … +2.5 % (pointwise ≤ 10 %); on photographs at
     # 224×224, within ±1 %. The 8 % bound leaves room for platform rounding, yet the noise and smooth cases
     # fail without the one-ring (−13 … −33 %) and every case fails without the spacing correction (−12 … −22 %).
     features = _image_features(_test_images()[name], sigma_xy, 15.0)
     values = _soft_values(features.shape[0], 3, seed=1)
     exact = gaussian_filter_exact(features, values)
-    fast = gaussian_filter_permutohedral(features, values)
+    fast = gaussian_filter_permutohedral(features, values, backend)
     energy_exact, energy_fast = (values * exact).sum(), (values * fast).sum()
     assert abs(energy_fast / energy_exact - 1) < 0.08
     assert ((fast - exact).norm() / exact.norm()) < 0.15
@@ -65,18 +74,52 @@ def test_lattice_batches_are_independent():
         torch.testing.assert_close(together[i], gaussian_filter_permutohedral(features[i], values[i]))
 
 
-def test_lattice_gradcheck():
+@needs_numba
+@pytest.mark.parametrize("name", ["noise", "smooth", "blocks"])
+def test_backends_build_the_same_lattice(name):
+    image = _test_images()[name]
+    features = torch.stack([_image_features(image, 5.0, 15.0), _image_features(image.flip(2), 50.0, 15.0)])
+    torch_lattice = PermutohedralLattice(features, backend="torch")
+    numba_lattice = PermutohedralLattice(features, backend="numba")
+    for name in ("lattice_codes", "vertex_index", "neighbours"):
+        assert torch.equal(getattr(torch_lattice, name), getattr(numba_lattice, name).long()), name
+    torch.testing.assert_close(numba_lattice.barycentric, torch_lattice.barycentric, rtol=0, atol=1e-12)
+    values, others = _soft_values(2 * 768, 3, seed=6).view(2, 768, 3), _soft_values(2 * 768, 3, seed=7).view(2, 768, 3)
+    for fast, reference in zip(numba_lattice.filter_pair(values, others), torch_lattice.filter_pair(values, others)):
+        torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_transposed_filter_is_the_adjoint(backend):
+    # ⟨b, K a⟩ = ⟨Kᵀ b, a⟩. K itself is not symmetric where the lattice is cut off: K a and Kᵀ a differ (~1 %).
+    features = _image_features(_test_images()["noise"], 5.0, 15.0).unsqueeze(0)
+    lattice = PermutohedralLattice(features, backend=backend)
+    a, b = _soft_values(768, 2, seed=8).unsqueeze(0), _soft_values(768, 2, seed=9).unsqueeze(0)
+    k_a, kt_a = lattice.filter_pair(a, a)
+    _, kt_b = lattice.filter_pair(b, b)
+    torch.testing.assert_close((b * k_a).sum(), (kt_b * a).sum(), rtol=1e-12, atol=0)
+    assert (k_a - kt_a).norm() / k_a.norm() > 1e-4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lattice_gradcheck(backend):
     g = torch.Generator().manual_seed(4)
     features = torch.rand(1, 30, 5, generator=g, dtype=torch.float64) * 3
-    lattice = PermutohedralLattice(features)
+    lattice = PermutohedralLattice(features, backend=backend)
     values = torch.rand(1, 30, 2, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lattice.filter, (values,))
 
 
-def test_lattice_rejects_unscaled_features():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lattice_rejects_unscaled_features(backend):
     features = torch.rand(1, 10, 5) * 1e7
     with pytest.raises(ValueError, match="bandwidths"):
-        PermutohedralLattice(features)
+        PermutohedralLattice(features, backend=backend)
+
+
+def test_lattice_rejects_unknown_backend():
+    with pytest.raises(ValueError, match="backend"):
+        PermutohedralLattice(torch.rand(1, 10, 5), backend="cuda")
 
 
 @pytest.mark.gpu

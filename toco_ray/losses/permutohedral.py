@@ -1,4 +1,4 @@
-"""Gaussian filtering in a feature space: a pure-PyTorch permutohedral lattice and the exact brute force.
+"""Gaussian filtering in a feature space: a permutohedral lattice (PyTorch or compiled CPU loops) and the exact sum.
 
 Both compute the *unnormalised* Gaussian sum, self term included::
 
@@ -10,9 +10,12 @@ with features ``f`` already divided by their bandwidths (the kernel has unit var
 Permutohedral Lattice" (Eurographics 2010), the algorithm of Krähenbühl's dense-CRF lattice that the reference
 energy loss calls: elevate each point onto the hyperplane Σx = 0 of R^{d+1}, splat its value onto the d+1
 vertices of its enclosing simplex with barycentric weights, blur with [1, 2, 1]/4 along each of the d+1
-lattice directions, slice back with the same weights. Everything is vectorised (``index_add``, gathers, a
-sorted integer hash searched with ``searchsorted``), so it runs on CPU and CUDA, and autograd differentiates
-the output with respect to the values (the features only define the lattice and get no gradient).
+lattice directions, slice back with the same weights. The lattice is built once per batch and filters all
+channels of a value map together. Two backends build the same lattice and filter alike: PyTorch operations
+(``index_add``, gathers, a sorted integer hash searched with ``searchsorted``), which run on CPU and CUDA, and
+compiled CPU loops (:mod:`toco_ray.losses.permutohedral_numba`, used for CPU tensors when numba is installed).
+The filter is linear in the values (the features only define the lattice and get no gradient): its backward
+filters the incoming gradient with the transposed operator, the blur directions in reverse order.
 
 Three choices differ from the C++ lattice, each measured against :func:`gaussian_filter_exact`:
 
@@ -37,8 +40,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
+from toco_ray.memory import keep_freed_memory
+
+try:
+    from toco_ray.losses import permutohedral_numba as _numba
+except ImportError:  # numba is optional: the PyTorch operations below compute the same on any device
+    _numba = None
+
+BACKENDS = ("auto", "numba", "torch")
 # Effective variance of splat–blur–slice at Adams et al.'s spacing (measured, d = 5; see module docstring).
 _SPACING_CORRECTION = math.sqrt(1.10)
 # Lattice keys are packed into one int64; the packed range must stay below this.
@@ -73,25 +85,41 @@ class PermutohedralLattice:
     Args:
         features: B×N×d point features, already divided by the kernel bandwidths. The B sets are kept apart
             (a point only sees points of its own set).
+        backend: ``"numba"`` (compiled CPU loops, :mod:`toco_ray.losses.permutohedral_numba`), ``"torch"``
+            (PyTorch operations, any device) or ``"auto"``: numba for CPU features when it is installed.
+            Both build the same lattice and filter alike.
 
     Example:
         >>> feats = torch.rand(2, 100, 5) * 3
         >>> out = PermutohedralLattice(feats).filter(torch.rand(2, 100, 4))  # 2×100×4
     """
 
-    def __init__(self, features: torch.Tensor):
+    def __init__(self, features: torch.Tensor, backend: str = "auto"):
         if features.dim() != 3:
             raise ValueError(f"lattice features must be B×N×d, got shape {tuple(features.shape)}")
         self.batch, self.num_points, self.dim = features.shape
+        self.backend = _resolve_backend(backend, features.device)
+        if features.device.type == "cpu":
+            keep_freed_memory()  # the lattice's buffers are hundreds of MB per batch: don't page-fault them anew
         # Float64 for the embedding: rounding to lattice points must not flip on float32 noise.
-        rem0, rank, self.barycentric = _embed(features.reshape(-1, self.dim).detach().double())
-        keys = _simplex_vertices(rem0, rank)  # (B·N)×(d+1)×d
-        codes, strides = _pack_keys(keys, self.batch, self.num_points)
-        steps = _lattice_steps(strides, self.dim)
-        self.lattice_codes = _with_one_ring(torch.unique(codes), steps)  # M, sorted
-        self.vertex_index = torch.searchsorted(self.lattice_codes, codes)  # (B·N)×(d+1)
-        self.neighbours = _neighbour_index(self.lattice_codes, steps)  # (d+1)×2×M
+        points = features.reshape(-1, self.dim).detach().double()
+        if self.backend == "numba":
+            self._compact = _numba_lattice(points, self.batch, self.num_points)
+            self.lattice_codes, self.vertex_index, self.neighbours, self.barycentric = (
+                torch.from_numpy(self._compact[name])
+                for name in ("lattice_codes", "vertex_index", "neighbours", "barycentric")
+            )  # neighbours int32 here: the plan's passes read them 3× per direction
+        else:
+            rem0, rank, self.barycentric = _embed(points)
+            keys = _simplex_vertices(rem0, rank)  # (B·N)×(d+1)×d
+            codes, strides = _pack_keys(keys, self.batch, self.num_points)
+            steps = _lattice_steps(strides, self.dim)
+            self.lattice_codes = _with_one_ring(torch.unique(codes), steps)  # M, sorted
+            self.vertex_index = torch.searchsorted(self.lattice_codes, codes)  # (B·N)×(d+1)
+            self.neighbours = _neighbour_index(self.lattice_codes, steps)  # (d+1)×2×M
         self.gain = _gaussian_gain(self.dim)
+        self._plans: dict[bool, list] = {}  # numba blur plans, by transpose
+        self._weights: dict[torch.dtype, torch.Tensor] = {}
 
     @property
     def num_lattice_points(self) -> int:
@@ -104,24 +132,85 @@ class PermutohedralLattice:
             values: B×N×K values at the lattice's points.
 
         Returns:
-            B×N×K, differentiable with respect to ``values``.
+            B×N×K, differentiable with respect to ``values`` (the backward filters the incoming gradient with
+            the transposed lattice operator).
         """
+        self._check(values)
+        return _LatticeFilter.apply(values, self)
+
+    def filter_pair(self, values: torch.Tensor, others: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(K values, Kᵀ others)`` for two B×N×K maps, without autograd; what the energy's gradient needs.
+
+        Kᵀ is K with the blur directions in reverse order; the two differ only where the lattice is cut off.
+        """
+        self._check(values)
+        self._check(others)
+        return self._apply(values.detach(), transpose=False), self._apply(others.detach(), transpose=True)
+
+    def _check(self, values: torch.Tensor) -> None:
         if values.shape[:2] != (self.batch, self.num_points):
             raise ValueError(
                 f"values of shape {tuple(values.shape)} do not match the lattice's "
                 f"{self.batch}×{self.num_points} points"
             )
+
+    def _apply(self, values: torch.Tensor, transpose: bool) -> torch.Tensor:
+        # K = gain · Sᵀ B_d ⋯ B_0 S (splat S, one symmetric blur B_j per direction); Kᵀ blurs B_0 last.
         flat = values.reshape(self.batch * self.num_points, -1)
-        weights = self.barycentric.to(flat.dtype)
+        weights = self._weights_as(flat.dtype)
+        if self.backend == "numba":
+            out = _numba.filter_values(
+                flat.contiguous().numpy(), weights.numpy(), self._compact, self._plan(transpose), self.gain
+            )
+            return torch.from_numpy(out).reshape(values.shape)
+        neighbours = self.neighbours.flip(0) if transpose else self.neighbours
         lattice = _splat(flat, weights, self.vertex_index, self.num_lattice_points)
-        lattice = _blur(lattice, self.neighbours)
+        lattice = _blur(lattice, neighbours)
         out = _slice(lattice, weights, self.vertex_index) * self.gain
         return out.reshape(values.shape)
 
+    def _weights_as(self, dtype: torch.dtype) -> torch.Tensor:
+        if dtype not in self._weights:
+            self._weights[dtype] = self.barycentric.to(dtype).contiguous()
+        return self._weights[dtype]
 
-def gaussian_filter_permutohedral(features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    def _plan(self, transpose: bool) -> list:
+        if transpose not in self._plans:
+            self._plans[transpose] = _numba.blur_plan(
+                self._compact["neighbours"], self._compact["splatted"], reverse=transpose
+            )
+        return self._plans[transpose]
+
+
+class _LatticeFilter(torch.autograd.Function):
+    """K·values with the backward Kᵀ·grad, so autograd need not record the splat, blur and slice."""
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, lattice: PermutohedralLattice) -> torch.Tensor:
+        ctx.lattice = lattice
+        return lattice._apply(values, transpose=False)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return ctx.lattice._apply(grad.contiguous(), transpose=True), None
+
+
+def gaussian_filter_permutohedral(
+    features: torch.Tensor, values: torch.Tensor, backend: str = "auto"
+) -> torch.Tensor:
     """One-shot :class:`PermutohedralLattice` filter: features N×d, values N×K → N×K."""
-    return PermutohedralLattice(features.unsqueeze(0)).filter(values.unsqueeze(0)).squeeze(0)
+    return PermutohedralLattice(features.unsqueeze(0), backend).filter(values.unsqueeze(0)).squeeze(0)
+
+
+def _resolve_backend(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown lattice backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "auto":
+        return "numba" if _numba is not None and device.type == "cpu" else "torch"
+    if backend == "numba" and (_numba is None or device.type != "cpu"):
+        reason = "numba is not installed (pip install numba)" if _numba is None else f"features are on {device}"
+        raise ValueError(f"the numba lattice backend runs on CPU tensors only, and {reason}; use backend='torch'")
+    return backend
 
 
 def _inv_std(dim: int) -> float:
@@ -176,11 +265,19 @@ def _simplex_vertices(rem0: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
 
 def _pack_keys(keys: torch.Tensor, batch: int, num_points: int) -> tuple[torch.Tensor, list[int]]:
     """Packs P×(d+1)×d integer keys and the set index into int64 codes; returns codes and per-axis strides."""
-    d1 = keys.shape[1]
+    low, strides, total = _packing(keys.amin(dim=(0, 1)).tolist(), keys.amax(dim=(0, 1)).tolist(), batch)
+    code = ((keys - torch.tensor(low, device=keys.device)) * torch.tensor(strides, device=keys.device)).sum(dim=2)
+    set_index = torch.arange(batch, device=keys.device).repeat_interleave(num_points).view(-1, 1)
+    return code + set_index * total, strides
+
+
+def _packing(low: list[int], high: list[int], batch: int) -> tuple[list[int], list[int], int]:
+    """Origin and strides of the packed codes for keys in [low, high] per axis, and the stride of a set."""
+    d1 = len(low) + 1
     # Margin of two lattice steps (a step moves a coordinate by at most d+1): the one-ring and its neighbours
     # stay inside the packed range, so adding a step to a code never carries into another axis or set.
-    low = keys.amin(dim=(0, 1)) - 2 * d1
-    span = (keys.amax(dim=(0, 1)) + 2 * d1 - low + 1).tolist()
+    low = [v - 2 * d1 for v in low]
+    span = [h + 2 * d1 - v + 1 for v, h in zip(low, high)]
     strides, total = [], 1
     for s in reversed(span):
         strides.insert(0, total)
@@ -190,9 +287,18 @@ def _pack_keys(keys: torch.Tensor, batch: int, num_points: int) -> tuple[torch.T
             f"permutohedral lattice: feature range too large to hash ({span} lattice steps per axis); "
             "are the features divided by their bandwidths?"
         )
-    code = ((keys - low) * torch.tensor(strides, device=keys.device)).sum(dim=2)
-    set_index = torch.arange(batch, device=keys.device).repeat_interleave(num_points).view(-1, 1)
-    return code + set_index * total, strides
+    return low, strides, total
+
+
+def _numba_lattice(points: torch.Tensor, batch: int, num_points: int) -> dict:
+    # The same embedding, keys and packing as _embed, _simplex_vertices and _pack_keys, as compiled loops.
+    dim = points.shape[1]
+    elevation = _elevation_matrix(dim, torch.float64, points.device).numpy()
+    rem0, rank, barycentric = _numba.embed(points.contiguous().numpy(), elevation)
+    low, high = _numba.key_range(rem0, rank)
+    low, strides, total = _packing(low.tolist(), high.tolist(), batch)
+    codes = _numba.pack_codes(rem0, rank, np.array(low), np.array(strides), total, num_points)
+    return {**_numba.build_lattice(codes, _lattice_steps(strides, dim)), "barycentric": barycentric}
 
 
 def _lattice_steps(strides: list[int], dim: int) -> list[int]:

@@ -1,0 +1,31 @@
+"""The benchmark scripts in their --smoke form: they run, and what they print is sane."""
+
+import pytest
+
+from pipelines import bench_energy, bench_step
+
+pytestmark = pytest.mark.unit
+
+
+def test_bench_energy_smoke(capsys):
+    bench_energy.main(["--smoke"])
+    out = capsys.readouterr().out.splitlines()
+    # part 1: our lattice's energy against the exact sum, within 10 % on 12×12 noise and smooth images
+    ratios = {line.split()[0]: float(line.split()[2]) for line in out if line.startswith(("noise ", "smooth "))}
+    assert set(ratios) == {"noise", "smooth"}
+    assert all(abs(r - 1) < 0.1 for r in ratios.values()), ratios
+    # part 2: one row per available backend (torch, and numba where installed); part 3: the reg on/off ratio
+    backends = 2 if bench_energy._numba is not None else 1
+    assert sum(line.startswith("tiny ") for line in out) == backends
+    assert any(line.startswith("reg on ") and "ratio" in line for line in out)
+
+
+def test_bench_step_smoke(capsys):
+    bench_step.main(["--smoke"])
+    out = capsys.readouterr().out.splitlines()
+    row = next(line for line in out if line.startswith("synthetic "))
+    assert row.split()[1:3] == ["2", "64"]  # batch and crop of the smoke config
+    ours, reference, speed_up, no_reg, reg_ratio = row.split()[3:]
+    # the printed ratios are those of the printed medians (up to their rounding to milliseconds)
+    assert float(speed_up.rstrip("x")) == pytest.approx(float(reference) / float(ours), rel=0.02, abs=0.01)
+    assert float(reg_ratio.rstrip("x")) == pytest.approx(float(ours) / float(no_reg), rel=0.02, abs=0.01)
