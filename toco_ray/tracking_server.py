@@ -58,7 +58,7 @@ class ServerSpec:
 
     Attributes:
         host: interface to bind; 127.0.0.1 keeps the server to this machine.
-        port: TCP port.
+        port: TCP port, a concrete one (:func:`pick_port` turns 0 into one).
         backend_store_uri: the run database (``sqlite:///abs/path/mlflow.db`` or a database URI).
         artifacts_destination: where the server stores uploaded artifacts (a folder, or e.g. ``s3://bucket/x``).
         workers: server worker processes.
@@ -113,17 +113,36 @@ def check_spec(spec: ServerSpec) -> None:
     _check_artifact_folder(spec.artifacts_destination)
 
 
+def pick_port(host: str) -> int:
+    """A TCP port free on ``host`` right now, chosen by the kernel: what ``--port 0`` becomes before the server
+    starts, so that its URI, its pid record and the health polling name the port it listens on.
+
+    Raises:
+        TrackingServerError: ``host`` is not an address of this machine.
+    """
+    try:
+        return _bind(host, 0)
+    except OSError as err:
+        raise TrackingServerError(f"cannot listen on {host} ({err.strerror}): the address is not this machine's; "
+                                  "pick another --host") from None
+
+
 def _check_port(host: str, port: int) -> None:
+    try:
+        _bind(host, port)
+    except OSError as err:
+        raise TrackingServerError(
+            f"cannot listen on {host}:{port} ({err.strerror}): another server uses the port, or the address is "
+            "not this machine's; pick another --port (a server started here with --detach stops with --stop)"
+        ) from None
+
+
+def _bind(host: str, port: int) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no conflict
-        try:
-            sock.bind((host, port))
-        except OSError as err:
-            raise TrackingServerError(
-                f"cannot listen on {host}:{port} ({err.strerror}): another server uses the port, or the address is "
-                "not this machine's; pick another --port (a server started here with --detach stops with --stop)"
-            ) from None
+        sock.bind((host, port))
+        return sock.getsockname()[1]
 
 
 def _check_artifact_folder(destination: str) -> None:
