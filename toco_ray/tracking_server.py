@@ -6,8 +6,9 @@ file nor a shared artifact folder. With the defaults it serves the very store th
 is set (``<output-dir>/mlflow.db``, artifacts in ``<output-dir>/mlartifacts``), so earlier runs show up in its UI.
 It binds 127.0.0.1 unless told otherwise.
 
-A server started from a folder records its session in ``<folder>/mlflow-server.pid``; :func:`stop_recorded` stops
-that session (the server and the workers it forks) and nothing else.
+A server started from a folder records its session in ``<folder>/mlflow-server.pid``, with the start time of its
+leader; :func:`stop_recorded` stops that session (the server and the workers it forks) and nothing else, not a
+later process that was given the same pid.
 
 Example:
     >>> spec = ServerSpec.in_folder("outputs", port=5000)  # outputs/mlflow.db (SQLite), outputs/mlartifacts/
@@ -31,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from toco_ray.processes import pid_alive, start_service, stop_session
+from toco_ray.processes import pid_alive, process_start_time, start_service, stop_session
 from toco_ray.ray_cluster import LOOPBACK
 from toco_ray.tracking import ARTIFACT_DIR, DB_FILE, TrackingError, check_tracking_uri
 
@@ -210,21 +211,27 @@ def _tail(path: Path) -> str:
 
 # --- a server recorded in its folder -----------------------------------------------------------------------------
 def record(folder: str | os.PathLike, spec: ServerSpec, pid: int) -> Path:
-    """Writes ``<folder>/mlflow-server.pid``: the session id, URI and settings of the server just started."""
+    """Writes ``<folder>/mlflow-server.pid``: the session id, its start time, URI and settings of the server just
+    started."""
     path = Path(folder).expanduser().resolve() / PID_FILE
-    path.write_text(json.dumps({"pid": pid, "uri": spec.uri, **asdict(spec)}, indent=2) + "\n")
+    entry = {"pid": pid, "start_time": process_start_time(pid), "uri": spec.uri, **asdict(spec)}
+    path.write_text(json.dumps(entry, indent=2) + "\n")
     return path
 
 
 def recorded(folder: str | os.PathLike) -> dict | None:
-    """The record of a server started from ``folder`` that is still running, or None."""
+    """The record of a server started from ``folder`` that is still running, or None.
+
+    The recorded pid counts only while it names the same process: one with the recorded start time (a record
+    without one, written by an earlier version, needs a live process whose command line is ``mlflow server``).
+    """
     path = Path(folder).expanduser().resolve() / PID_FILE
     try:
         entry = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
     pid = int(entry.get("pid", 0))
-    return entry if pid and pid_alive(pid) and _is_mlflow_server(pid) else None
+    return entry if pid and _is_recorded_process(pid, entry.get("start_time")) else None
 
 
 def stop_recorded(folder: str | os.PathLike) -> dict | None:
@@ -237,8 +244,16 @@ def stop_recorded(folder: str | os.PathLike) -> dict | None:
     return entry
 
 
+def _is_recorded_process(pid: int, start_time: int | None) -> bool:
+    # a pid from an old record may since belong to another program, even another MLflow server: never signal that one
+    if not pid_alive(pid):
+        return False
+    if start_time is not None:
+        return process_start_time(pid) == start_time
+    return _is_mlflow_server(pid)
+
+
 def _is_mlflow_server(pid: int) -> bool:
-    # a pid from an old record may since belong to another program: never signal that one
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
