@@ -22,6 +22,7 @@ from pathlib import Path
 
 POLL_S = 0.2  # how often a stopping session is looked at again
 KILL_WAIT_S = 5.0  # after SIGKILL, how long to wait for the kernel to take the processes away
+STARTTIME_FIELD = 22  # of /proc/<pid>/stat, counted from 1 as proc(5) does
 
 
 def start_service(command: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
@@ -39,13 +40,8 @@ def session_members(sid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # the process ended while we looked
-            continue
-        # /proc/<pid>/stat: "pid (comm) state ppid pgrp session ..."; comm may hold spaces and parentheses
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[3]) == sid:
+        fields = _stat_fields(int(entry.name))
+        if fields and fields[0] != "Z" and int(fields[3]) == sid:
             members.append(int(entry.name))
     return members
 
@@ -85,11 +81,27 @@ def stop_session(sid: int, grace_s: float = 10.0, leader_only: bool = False) -> 
 
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` is a live process (not a zombie)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
+def process_start_time(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None if no such process.
+
+    A pid and its start time name one process: a later process that is given the same pid has another start time.
+    """
+    fields = _stat_fields(pid)
+    return int(fields[STARTTIME_FIELD - 3]) if fields else None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    # /proc/<pid>/stat: "pid (comm) state ppid pgrp session ..."; comm may hold spaces and parentheses, so the fields
+    # are read after the last ")": the first one is field 3, the state
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
+    except OSError:  # no such process, or it ended while we looked
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
 
 
 def _signal(pids: Sequence[int], sig: signal.Signals) -> None:

@@ -4,10 +4,11 @@ nothing else."""
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from toco_ray.processes import pid_alive, session_members, start_service, stop_session
+from toco_ray.processes import pid_alive, process_start_time, session_members, start_service, stop_session
 
 pytestmark = pytest.mark.unit
 
@@ -43,3 +44,16 @@ def test_a_session_is_stopped_with_the_child_that_left_its_process_group(tmp_pat
 
 def test_stopping_an_empty_session_does_nothing():
     assert stop_session(2**22 + 12345) == []
+
+
+def test_a_start_time_is_read_past_a_command_name_with_spaces_and_parentheses():
+    rename = "open('/proc/self/comm', 'w').write(') 1 2 (x'); print(1, flush=True); input()"
+    proc = subprocess.Popen([sys.executable, "-c", rename], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        before = process_start_time(proc.pid)
+        proc.stdout.readline()  # renamed
+        assert Path(f"/proc/{proc.pid}/stat").read_text().count(")") == 2
+        assert process_start_time(proc.pid) == before > 0 and pid_alive(proc.pid)
+    finally:
+        proc.communicate("\n", timeout=30)
+    assert process_start_time(2**22 + 12345) is None
