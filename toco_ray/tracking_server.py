@@ -228,9 +228,9 @@ def recorded(folder: str | os.PathLike) -> dict | None:
     path = Path(folder).expanduser().resolve() / PID_FILE
     try:
         entry = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        pid = int(entry.get("pid", 0))
+    except (OSError, ValueError, TypeError, AttributeError):  # no record, or not one this module wrote
         return None
-    pid = int(entry.get("pid", 0))
     return entry if pid and _is_recorded_process(pid, entry.get("start_time")) else None
 
 

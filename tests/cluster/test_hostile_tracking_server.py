@@ -10,7 +10,7 @@ import pytest
 
 from pipelines import tracking_server as server_cli
 from toco_ray.processes import pid_alive, process_start_time
-from toco_ray.tracking_server import PID_FILE, ServerSpec, is_healthy, record
+from toco_ray.tracking_server import PID_FILE, ServerSpec, is_healthy, record, recorded
 
 
 @pytest.fixture
@@ -83,3 +83,9 @@ def test_a_record_without_a_start_time_is_checked_by_the_command_line(tmp_path, 
     assert server_cli.main(["--stop", "--output-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.startswith("stopped the MLflow server")
     assert not pid_alive(impostor.pid)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"pid": "not a number"}', "{not json"])
+def test_a_pid_record_that_is_not_ours_counts_as_no_server(tmp_path, text):
+    (tmp_path / PID_FILE).write_text(text)
+    assert recorded(tmp_path) is None

@@ -70,6 +70,26 @@ def fit_interruptibly(fit: Callable[[], T]) -> T:
 
 
 @contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[list[int]]:
+    """Within the block, SIGTERM is turned into the SIGINT a Ctrl-C sends (Ray Tune stops a sweep gracefully on
+    SIGINT, and Ray's core worker would abort the driver on SIGTERM). Yields a list that records each SIGTERM taken.
+
+    Install it after ``ray.init`` (which installs Ray's own SIGTERM handler), in the main thread.
+    """
+    taken: list[int] = []
+
+    def forward(signum, frame):
+        taken.append(signum)
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield taken
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def signals_raise() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM raise :class:`TrainingInterrupted`; the previous handlers come back
     after it."""
