@@ -7,7 +7,8 @@ the MLflow parent run is created, the Optuna study opened, and only then does Tu
 Resume is the default. A sweep lives in ``<output>/sweeps/<name>/``::
 
     sweep.json    state, written atomically: the space's text and digest, the settings, the MLflow parent run id,
-                  the Optuna study, the wall time of every session
+                  the Optuna study, the wall time of every session (:mod:`~toco_ray.tuning.state`)
+    sweep.lock    held by the running driver: a second driver of the same sweep is refused
     tune/         Tune's experiment state (``Tuner.restore`` continues it: finished trials are kept, unfinished
                   ones continue from their training checkpoints)
     optuna.db     the Optuna study (SQLite; the driver is its only writer); TPE seeded by ``train.seed``'s first
