@@ -79,6 +79,8 @@ def test_smoke_command_trains_two_workers_checkpoints_and_tracks_everything(
         assert _steps(client, run.info.run_id, key) == [4, 5, 6], key
     for key in ("eval/cam_miou", "eval/aux_cam_miou", "eval/seg_miou", "baseline/all_background_miou"):
         assert _steps(client, run.info.run_id, key) == [3, 6], key
+    for key in ("oversmoothing/block_01", "oversmoothing_fg_bg/block_01"):  # fg–fg needs two classes in an image
+        assert _steps(client, run.info.run_id, key) == [3, 6], key
     assert 0.0 <= run.data.metrics["eval/cam_miou"] <= 1.0
     tags = run.data.tags
     assert len(tags["git.commit"]) == 40 or tags["git.commit"] == "unknown"
