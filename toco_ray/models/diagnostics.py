@@ -63,7 +63,7 @@ def token_similarity_by_pair(
     """
     blocks = model.encode(images, return_blocks=True).blocks
     curves = {"all": [mean_pairwise_cosine(tokens) for tokens in blocks]}
-    labels = None if masks is None else token_labels(masks, tuple(images.shape[-2:]), patch_size)
+    labels = None if masks is None else token_labels(masks, tuple(images.shape[-2:]), patch_size).to(images.device)
     for kind in PAIR_KINDS:
         curves[kind] = [math.nan if labels is None else mean_cosine_of_pairs(t, labels, kind) for t in blocks]
     return curves
