@@ -15,12 +15,13 @@ Reads everything from MLflow (``MLFLOW_TRACKING_URI``, else ``<output-dir>/mlflo
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from mlflow import MlflowClient
 
-from toco_ray.tracking import TrackingError, resolve_tracking_uri
+from toco_ray.tracking import TRACKING_URI_ENV, TrackingError, resolve_tracking_uri
 from toco_ray.tuning.report import REPORT_DIR, ReportError, build_report, log_report, markdown, write_report
 
 
@@ -39,10 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     uri = resolve_tracking_uri(args.output_dir)
-    database = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-    if database is not None and not database.is_file():  # opening it would create an empty store
-        print(f"error: no MLflow store at {database}; is --output-dir ({args.output_dir}) the one the sweep ran "
-              f"with? (or set MLFLOW_TRACKING_URI)", file=sys.stderr)
+    missing = missing_store(uri, args.output_dir)
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
         return 2
     client = MlflowClient(tracking_uri=uri)
     try:
@@ -58,6 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(report))
     print("written: " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def missing_store(uri: str, output_dir: str) -> str | None:
+    """What is wrong when ``uri`` is an SQLite store whose file does not exist (opening it would create an empty
+    store, and its folder), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///"))
+    if database.is_file():
+        return None
+    if os.environ.get(TRACKING_URI_ENV, "").strip():
+        return (f"no MLflow store at {database} ({TRACKING_URI_ENV}={uri}); point {TRACKING_URI_ENV} at the store "
+                "the sweep logged to")
+    return (f"no MLflow store at {database}; is --output-dir ({output_dir}) the one the sweep ran with? (or set "
+            f"{TRACKING_URI_ENV})")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Copy-paste:
     python -m pipelines.sweep search_spaces/quick_demo.yaml --no-resume   # a new sweep beside the old one
     python -m pipelines.report quick_demo                              # its table, plots and time account
 
+Ctrl-C or SIGTERM stops a sweep (exit status 130 / 143): the cut-off trials and the parent run end ``KILLED``.
 Resume is the default: the same command continues an interrupted sweep (finished trials are kept, unfinished ones
 continue from their checkpoints, the Optuna study and the MLflow parent run are reused). Everything lands in
 ``--output-dir`` (default ``outputs/``): ``sweeps/<name>/`` (state, Tune, Optuna study, trial runs) and, unless
@@ -33,6 +34,7 @@ from toco_ray.tuning.space import SpaceError
 from toco_ray.tuning.sweep import SweepError, SweepRequest, SweepSettings, run_sweep
 
 INTERRUPTED = 130  # exit status of a sweep stopped by Ctrl-C (128 + SIGINT), as shells report it
+TERMINATED = 143  # ... and by SIGTERM (128 + SIGTERM), which stops it the same way
 SMOKE_TRIALS = 2  # --smoke: at most this many trials (Optuna samples, or the first grid points)
 OPTUNA_STORAGE_ENV = "TOCO_OPTUNA_STORAGE"  # default of --optuna-storage; cluster.yaml sets it on the head node
 
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if outcome.unfinished:
         print(f"interrupted: {outcome.unfinished} trial(s) not finished; the same command resumes the sweep")
-        return INTERRUPTED
+        return TERMINATED if outcome.terminated else INTERRUPTED
     return 1 if outcome.errors else 0
 
 

@@ -5,15 +5,16 @@ Copy-paste:
     python -m pipelines.tracking_server                  # http://127.0.0.1:5000 over outputs/mlflow.db; Ctrl-C stops it
     python -m pipelines.tracking_server --detach         # leave it running in the background
     python -m pipelines.tracking_server --stop           # stop the one started with --detach
-    python -m pipelines.tracking_server --smoke --port 5055 --output-dir /tmp/mlflow-smoke   # start, answer, stop (CI)
+    python -m pipelines.tracking_server --smoke --port 0 --output-dir /tmp/mlflow-smoke   # start, answer, stop (CI)
     MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python -m pipelines.sweep search_spaces/quick_demo.yaml
     # a cluster's head node (cluster.yaml): database on the head, artifacts on shared storage
     python -m pipelines.tracking_server --detach --host 0.0.0.0 --output-dir ~/toco-db \
         --artifacts-destination /mnt/shared/toco/mlartifacts --workers 2
 
 By default the server serves the store the pipelines write to without one (``<output-dir>/mlflow.db``, artifacts in
-``<output-dir>/mlartifacts``), so earlier runs show up in its UI. It prints its URI once ``/health`` answers. Its log
-is ``<output-dir>/mlflow-server.log`` and its session id is recorded in ``<output-dir>/mlflow-server.pid``.
+``<output-dir>/mlartifacts``), so earlier runs show up in its UI. It prints its URI once ``/health`` answers;
+``--port 0`` picks a free port first, and that URI names it. Its log is ``<output-dir>/mlflow-server.log`` and its
+session id is recorded in ``<output-dir>/mlflow-server.pid``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from toco_ray.tracking_server import (
     WILDCARD_HOSTS,
     ServerSpec,
     TrackingServerError,
+    pick_port,
     record,
     recorded,
     start_server,
@@ -49,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=LOOPBACK,
                         help="interface to bind (default 127.0.0.1: this machine only; 0.0.0.0 on a cluster's head, "
                              "whose nodes log to it over the private network)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help=f"TCP port (default {DEFAULT_PORT}; 0: a port free on --host now, named in the URI the "
+                             "command prints)")
     parser.add_argument("--output-dir", default="outputs",
                         help="folder of the database, the server's log and its pid record (default: outputs/, "
                              "the pipelines' own store)")
@@ -79,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped the MLflow server at {entry['uri']} (session {entry['pid']})" if entry
               else f"no MLflow server started from {folder} is running")
         return 0
-    if not 1 <= args.port <= 65535:
-        print(f"error: --port must be a TCP port in 1..65535, got {args.port}", file=sys.stderr)
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port must be a TCP port in 0..65535 (0: any free port), got {args.port}", file=sys.stderr)
         return 2
     running = recorded(folder)
     if running:
@@ -88,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{running['pid']}); use it, or stop it first: python -m pipelines.tracking_server --stop "
               f"--output-dir {args.output_dir}", file=sys.stderr)
         return 2
-    spec = ServerSpec.in_folder(folder, args.host, args.port, args.backend_store_uri, args.artifacts_destination,
+    try:
+        port = args.port or pick_port(args.host)  # the port itself, not 0: the URI, the record and /health name it
+    except TrackingServerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    spec = ServerSpec.in_folder(folder, args.host, port, args.backend_store_uri, args.artifacts_destination,
                                 args.workers)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM acts as Ctrl-C: the server is stopped again
     try:

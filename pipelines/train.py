@@ -7,6 +7,7 @@ Copy-paste:
     python -m pipelines.train --workers 2 --set train.global_batch=8 --set loss.w_ptc=0.3
     python -m pipelines.train --preset voc --data-root /data/VOC2012 --workers 2 --gpus-per-worker 1
     python -m pipelines.train --resume toco-synthetic-20250101-120000-ab12   # continue a run (same MLflow run)
+    # Ctrl-C or SIGTERM: the MLflow run ends KILLED, exit status 130 / 143; --resume continues it
     ray job submit --working-dir . -- python -m pipelines.train --preset voc --data-root /data/VOC2012 \
         --workers 8 --gpus-per-worker 1
 
@@ -25,9 +26,11 @@ from pathlib import Path
 
 from toco_ray.config import PRESETS, ConfigError, build_config, parse_override
 from toco_ray.distributed import JobError, TrainJob, launch, new_run_name, resolve_resume
+from toco_ray.distributed.interrupts import TrainingInterrupted
 from toco_ray.distributed.launcher import DiskFullError
 from toco_ray.tracking import DEFAULT_EXPERIMENT, TrackingError, resolve_tracking_uri
 
+INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as shells report it; 143 after SIGTERM
 # --smoke: a handful of iterations that still cross every stage (warm-up, seg start, two evaluations, checkpoints)
 SMOKE_OVERRIDES = {
     "schedule.max_iters": 6,
@@ -116,7 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     if not sys.stdout.isatty():  # worker lines reach a log file or pipe: no colour codes around their prefixes
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     try:
-        outcome = launch(build_job(args))
+        job = build_job(args)
+        outcome = launch(job)
+    except TrainingInterrupted as err:
+        print(f"stopped by {err.signal_name}: run {job.run_name} is KILLED in MLflow; continue it with "
+              f"python -m pipelines.train --resume {job.run_name} --output-dir {args.output_dir}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:  # before training started: nothing to mark
+        print("interrupted before training started", file=sys.stderr)
+        return INTERRUPTED
     except DiskFullError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

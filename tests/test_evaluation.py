@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -156,4 +158,12 @@ def test_figures_have_one_panel_per_image_and_kind():
     conf = confusion_figure({"cam": np.eye(3), "seg": np.ones((3, 3))}, ["background", "a", "b"])
     assert len(conf.axes) == 2
     curve = oversmoothing_figure({200: [0.1, 0.3], 400: [0.2, 0.6]})
-    assert len(curve.axes[0].lines) == 2
+    assert len(curve.axes) == 1 and len(curve.axes[0].lines) == 2
+    # one more panel per cross-class pair kind; a NaN block (no such pair) is a gap, a negative cosine stays in view
+    cross = {"fg_bg": {200: [0.1, -0.2], 400: [0.0, -0.4]}, "fg_fg": {400: [math.nan, 0.2]}}
+    split = oversmoothing_figure({200: [0.1, 0.3], 400: [0.2, 0.6]}, cross)
+    assert [len(ax.lines) for ax in split.axes] == [2, 2, 1]
+    titles = [ax.get_title() for ax in split.axes]
+    assert titles == ["all token pairs", "foreground–background pairs", "foreground pairs, different classes"]
+    assert split.axes[0].get_ylim()[0] < -0.4
+    assert split.axes[2].lines[0].get_color() == split.axes[0].lines[1].get_color()  # it 400 in both

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+RAY_SESSION = re.compile(r"session_\d{4}-\d\d-\d\d_[\d_-]+\d")  # a Ray cluster's session folder name
 POLL_S = 0.2  # how often a stopping session is looked at again
 KILL_WAIT_S = 5.0  # after SIGKILL, how long to wait for the kernel to take the processes away
+STARTTIME_FIELD = 22  # of /proc/<pid>/stat, counted from 1 as proc(5) does
 
 
 def start_service(command: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
@@ -39,13 +42,8 @@ def session_members(sid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # the process ended while we looked
-            continue
-        # /proc/<pid>/stat: "pid (comm) state ppid pgrp session ..."; comm may hold spaces and parentheses
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[3]) == sid:
+        fields = _stat_fields(int(entry.name))
+        if fields and fields[0] != "Z" and int(fields[3]) == sid:
             members.append(int(entry.name))
     return members
 
@@ -85,11 +83,81 @@ def stop_session(sid: int, grace_s: float = 10.0, leader_only: bool = False) -> 
 
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` is a live process (not a zombie)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
+def process_start_time(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None if no such process.
+
+    A pid and its start time name one process: a later process that is given the same pid has another start time.
+    """
+    fields = _stat_fields(pid)
+    return int(fields[STARTTIME_FIELD - 3]) if fields else None
+
+
+def orphaned_ray_processes() -> dict[int, str]:
+    """Ray processes of this user whose cluster is gone: pid → the cluster's session folder name.
+
+    A driver killed with SIGKILL takes its local cluster's GCS and raylet with it, but Ray's dashboard and runtime-env
+    agents survive, re-parented to init, and keep listening. Such a process is recognised by its title, which starts
+    with ``ray::`` (Ray overwrites the command line), and by the log files it holds open in its cluster's session
+    folder (``/tmp/ray/session_<time>_<pid>/logs``), a folder that no live process names on its command line any more,
+    as a live cluster's ``gcs_server`` does (``--log_dir=...``). A live cluster's processes never qualify.
+    """
+    candidates, live = {}, set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid, fields = int(entry.name), _stat_fields(int(entry.name))
+        argv = _cmdline(pid)
+        if not fields or fields[0] == "Z" or argv is None:
+            continue
+        if argv.startswith("ray::"):
+            session = _ray_session_of(pid)
+            if session:
+                candidates[pid] = session
+        else:
+            live.update(RAY_SESSION.findall(argv))
+    return {pid: session for pid, session in candidates.items() if session not in live}
+
+
+def stop_orphaned_ray_processes(grace_s: float = 5.0) -> dict[int, str]:
+    """Stops what :func:`orphaned_ray_processes` finds (SIGTERM, then SIGKILL after ``grace_s``); returns it."""
+    orphans = orphaned_ray_processes()
+    _signal(list(orphans), signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(pid_alive(pid) for pid in orphans) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    _signal([pid for pid in orphans if pid_alive(pid)], signal.SIGKILL)
+    return orphans
+
+
+def _ray_session_of(pid: int) -> str:
+    # the agents keep their log files open in <session folder>/logs
+    try:
+        links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    except OSError:
+        return ""
+    found = [m for link in links for m in RAY_SESSION.findall(link)]
+    return found[0] if found else ""
+
+
+def _cmdline(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    # /proc/<pid>/stat: "pid (comm) state ppid pgrp session ..."; comm may hold spaces and parentheses, so the fields
+    # are read after the last ")": the first one is field 3, the state
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
+    except OSError:  # no such process, or it ended while we looked
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
 
 
 def _signal(pids: Sequence[int], sig: signal.Signals) -> None:

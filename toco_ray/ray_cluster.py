@@ -14,6 +14,8 @@ import logging
 import os
 import socket
 
+from toco_ray.processes import stop_orphaned_ray_processes
+
 LOOPBACK = "127.0.0.1"  # node address and dashboard of a local cluster (Ray otherwise uses the machine's IP)
 API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 
@@ -34,6 +36,7 @@ def init_ray(address: str = "", resources: dict[str, float] | None = None) -> bo
     if address and address != "local":
         ray.init(address=address, **common)
         return True
+    stop_leftovers()
     port = free_port()
     ray.init(
         address="local",  # a new cluster, never one named by /tmp/ray/ray_current_cluster (an earlier `ray start`)
@@ -46,6 +49,16 @@ def init_ray(address: str = "", resources: dict[str, float] | None = None) -> bo
         **common,
     )
     return True
+
+
+def stop_leftovers() -> None:
+    """Stops the Ray agents that a killed earlier driver's local cluster left listening (see
+    :func:`~toco_ray.processes.orphaned_ray_processes`), and says so."""
+    stopped = stop_orphaned_ray_processes()
+    for session in sorted(set(stopped.values())):
+        pids = sorted(pid for pid, s in stopped.items() if s == session)
+        print(f"note: stopped {len(pids)} Ray process(es) left running by a killed earlier run (cluster "
+              f"{session}, pids {', '.join(map(str, pids))})", flush=True)
 
 
 def free_port() -> int:

@@ -6,8 +6,9 @@ file nor a shared artifact folder. With the defaults it serves the very store th
 is set (``<output-dir>/mlflow.db``, artifacts in ``<output-dir>/mlartifacts``), so earlier runs show up in its UI.
 It binds 127.0.0.1 unless told otherwise.
 
-A server started from a folder records its session in ``<folder>/mlflow-server.pid``; :func:`stop_recorded` stops
-that session (the server and the workers it forks) and nothing else.
+A server started from a folder records its session in ``<folder>/mlflow-server.pid``, with the start time of its
+leader; :func:`stop_recorded` stops that session (the server and the workers it forks) and nothing else, not a
+later process that was given the same pid.
 
 Example:
     >>> spec = ServerSpec.in_folder("outputs", port=5000)  # outputs/mlflow.db (SQLite), outputs/mlartifacts/
@@ -31,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from toco_ray.processes import pid_alive, start_service, stop_session
+from toco_ray.processes import pid_alive, process_start_time, start_service, stop_session
 from toco_ray.ray_cluster import LOOPBACK
 from toco_ray.tracking import ARTIFACT_DIR, DB_FILE, TrackingError, check_tracking_uri
 
@@ -58,7 +59,7 @@ class ServerSpec:
 
     Attributes:
         host: interface to bind; 127.0.0.1 keeps the server to this machine.
-        port: TCP port.
+        port: TCP port, a concrete one (:func:`pick_port` turns 0 into one).
         backend_store_uri: the run database (``sqlite:///abs/path/mlflow.db`` or a database URI).
         artifacts_destination: where the server stores uploaded artifacts (a folder, or e.g. ``s3://bucket/x``).
         workers: server worker processes.
@@ -113,17 +114,36 @@ def check_spec(spec: ServerSpec) -> None:
     _check_artifact_folder(spec.artifacts_destination)
 
 
+def pick_port(host: str) -> int:
+    """A TCP port free on ``host`` right now, chosen by the kernel: what ``--port 0`` becomes before the server
+    starts, so that its URI, its pid record and the health polling name the port it listens on.
+
+    Raises:
+        TrackingServerError: ``host`` is not an address of this machine.
+    """
+    try:
+        return _bind(host, 0)
+    except OSError as err:
+        raise TrackingServerError(f"cannot listen on {host} ({err.strerror}): the address is not this machine's; "
+                                  "pick another --host") from None
+
+
 def _check_port(host: str, port: int) -> None:
+    try:
+        _bind(host, port)
+    except OSError as err:
+        raise TrackingServerError(
+            f"cannot listen on {host}:{port} ({err.strerror}): another server uses the port, or the address is "
+            "not this machine's; pick another --port (a server started here with --detach stops with --stop)"
+        ) from None
+
+
+def _bind(host: str, port: int) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no conflict
-        try:
-            sock.bind((host, port))
-        except OSError as err:
-            raise TrackingServerError(
-                f"cannot listen on {host}:{port} ({err.strerror}): another server uses the port, or the address is "
-                "not this machine's; pick another --port (a server started here with --detach stops with --stop)"
-            ) from None
+        sock.bind((host, port))
+        return sock.getsockname()[1]
 
 
 def _check_artifact_folder(destination: str) -> None:
@@ -191,21 +211,27 @@ def _tail(path: Path) -> str:
 
 # --- a server recorded in its folder -----------------------------------------------------------------------------
 def record(folder: str | os.PathLike, spec: ServerSpec, pid: int) -> Path:
-    """Writes ``<folder>/mlflow-server.pid``: the session id, URI and settings of the server just started."""
+    """Writes ``<folder>/mlflow-server.pid``: the session id, its start time, URI and settings of the server just
+    started."""
     path = Path(folder).expanduser().resolve() / PID_FILE
-    path.write_text(json.dumps({"pid": pid, "uri": spec.uri, **asdict(spec)}, indent=2) + "\n")
+    entry = {"pid": pid, "start_time": process_start_time(pid), "uri": spec.uri, **asdict(spec)}
+    path.write_text(json.dumps(entry, indent=2) + "\n")
     return path
 
 
 def recorded(folder: str | os.PathLike) -> dict | None:
-    """The record of a server started from ``folder`` that is still running, or None."""
+    """The record of a server started from ``folder`` that is still running, or None.
+
+    The recorded pid counts only while it names the same process: one with the recorded start time (a record
+    without one, written by an earlier version, needs a live process whose command line is ``mlflow server``).
+    """
     path = Path(folder).expanduser().resolve() / PID_FILE
     try:
         entry = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        pid = int(entry.get("pid", 0))
+    except (OSError, ValueError, TypeError, AttributeError):  # no record, or not one this module wrote
         return None
-    pid = int(entry.get("pid", 0))
-    return entry if pid and pid_alive(pid) and _is_mlflow_server(pid) else None
+    return entry if pid and _is_recorded_process(pid, entry.get("start_time")) else None
 
 
 def stop_recorded(folder: str | os.PathLike) -> dict | None:
@@ -218,8 +244,16 @@ def stop_recorded(folder: str | os.PathLike) -> dict | None:
     return entry
 
 
+def _is_recorded_process(pid: int, start_time: int | None) -> bool:
+    # a pid from an old record may since belong to another program, even another MLflow server: never signal that one
+    if not pid_alive(pid):
+        return False
+    if start_time is not None:
+        return process_start_time(pid) == start_time
+    return _is_mlflow_server(pid)
+
+
 def _is_mlflow_server(pid: int) -> bool:
-    # a pid from an old record may since belong to another program: never signal that one
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:

@@ -92,28 +92,59 @@ def _present_max(cam: torch.Tensor, present: torch.Tensor) -> np.ndarray:
     return cam[present].amax(dim=0).float().cpu().numpy()
 
 
-def oversmoothing_figure(curves: Mapping[int, Sequence[float]]) -> Figure:
+PAIR_TITLES = {  # panel titles of the over-smoothing figure, by token-pair kind
+    "all": "all token pairs",
+    "fg_bg": "foreground–background pairs",
+    "fg_fg": "foreground pairs, different classes",
+}
+
+
+def oversmoothing_figure(
+    curves: Mapping[int, Sequence[float]],
+    cross_class: Mapping[str, Mapping[int, Sequence[float]]] | None = None,
+) -> Figure:
     """Figure 2 of the paper: mean pairwise cosine similarity of patch tokens per block, one line per iteration.
 
+    The first panel averages over all token pairs; each entry of ``cross_class`` adds a panel, on the same y
+    axis, averaged over the pairs of that kind only (NaN blocks, where the images hold no such pair, are gaps).
+
     Args:
-        curves: ``{iteration: [similarity at block 1, ..., block L]}``.
+        curves: ``{iteration: [similarity at block 1, ..., block L]}`` over all token pairs.
+        cross_class: ``{kind: {iteration: [similarity per block]}}``, e.g. ``"fg_bg"`` and ``"fg_fg"``.
     """
-    fig = Figure(figsize=(5.0, 3.5))
-    ax = fig.subplots()
+    panels = {"all": curves, **(cross_class or {})}
+    fig = Figure(figsize=(4.5 * len(panels), 3.5), layout="constrained")  # room for the suptitle and labels
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    # one colour per iteration across panels, so the first panel's legend reads for all (a history restored from
+    # an older checkpoint may lack the cross-class curves of its first evaluations)
+    colors = {it: f"C{i % 10}" for i, it in enumerate(sorted(set().union(*panels.values())))}
+    for ax, (kind, kind_curves) in zip(axes, panels.items()):
+        _similarity_panel(ax, kind_curves, colors, PAIR_TITLES.get(kind, kind))
+    axes[0].set_ylabel("mean pairwise cosine similarity")
+    # cosines of cross-class pairs may go below 0 once classes separate; all-pairs curves rarely do
+    lowest = _lowest(panels.values())
+    axes[0].set_ylim(0.0 if lowest >= 0 else lowest - 0.05, 1.0)
+    if curves:
+        axes[0].legend(fontsize=8)
+    fig.suptitle("patch-token over-smoothing (Figure 2)", fontsize=10)
+    return fig
+
+
+def _similarity_panel(ax, curves: Mapping[int, Sequence[float]], colors: Mapping[int, str], title: str) -> None:
     depth = 0
     for iteration in sorted(curves):
         values = list(curves[iteration])
         depth = max(depth, len(values))
-        ax.plot(range(1, len(values) + 1), values, marker="o", label=f"it {iteration}")
+        ax.plot(range(1, len(values) + 1), values, marker="o", color=colors[iteration], label=f"it {iteration}")
     ax.set_xticks(range(1, depth + 1))
     ax.set_xlabel("block")
-    ax.set_ylabel("mean pairwise cosine similarity")
-    ax.set_ylim(0.0, 1.0)
     ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(fontsize=8)
-    ax.set_title("patch-token over-smoothing (Figure 2)", fontsize=10)
-    return fig
+    ax.set_title(title, fontsize=9)
+
+
+def _lowest(panels) -> float:
+    finite = [v for curves in panels for curve in curves.values() for v in curve if math.isfinite(v)]
+    return min(finite, default=0.0)
 
 
 def confusion_figure(confusions: Mapping[str, np.ndarray | torch.Tensor], class_names: Sequence[str]) -> Figure:

@@ -1,11 +1,13 @@
 """cluster.yaml passes Ray's own cluster-config validation offline, and every command it runs exists in the project.
 
 `ray up` has no dry run. What can be checked without AWS is checked here: Ray's schema and consistency checks, the
-EC2 parameters of each node type, every ``python -m pipelines.X`` command (the module exists and its parser accepts
-the arguments), every ``ray`` command (Ray's own CLI accepts the options), the files it copies, and what it exposes.
+keys under ``provider`` and the EC2 parameters of each node type with their block devices (Ray's schema lets any key
+through there), every ``python -m pipelines.X`` command (the module exists and its parser accepts the arguments),
+every ``ray`` command (Ray's own CLI accepts the options), the files it copies, and what it exposes.
 """
 
 import copy
+import difflib
 import importlib
 import re
 import shlex
@@ -33,6 +35,18 @@ RUN_INSTANCES_PARAMETERS = {
     "KeyName", "LaunchTemplate", "MaintenanceOptions", "MetadataOptions", "Monitoring", "NetworkInterfaces",
     "Placement", "PrivateDnsNameOptions", "SecurityGroupIds", "SubnetId", "TagSpecifications", "UserData",
     "SubnetIds",  # Ray's own: one subnet per zone, picked by the provider
+}
+# EC2's BlockDeviceMapping and its EbsBlockDevice: a misspelt VolumeSize would only fail at `ray up`, or not at all.
+BLOCK_DEVICE_MAPPING_KEYS = {"DeviceName", "VirtualName", "NoDevice", "Ebs"}
+EBS_KEYS = {"DeleteOnTermination", "Iops", "SnapshotId", "VolumeSize", "VolumeType", "KmsKeyId", "Throughput",
+            "OutpostArn", "Encrypted"}
+# The provider keys that Ray 2.x reads for AWS (ray/autoscaler/_private/aws/config.py and node_provider.py, the
+# autoscaler and updater in ray/autoscaler/_private/). Ray's schema allows any key under provider, so a misspelt one
+# is ignored and its default used: cache_stopped_node would leave cache_stopped_nodes at its default, whatever it says.
+AWS_PROVIDER_KEYS = {
+    "type", "region", "availability_zone", "cache_stopped_nodes", "use_internal_ips", "use_external_head_ip",
+    "security_group", "key_pair", "aws_credentials", "cloudwatch",
+    "disable_node_updaters", "disable_launch_config_check", "foreground_node_launch", "worker_liveness_check",
 }
 
 
@@ -83,22 +97,53 @@ def ray_commands(config: dict) -> list[list[str]]:
             if Path(words[0]).name == "ray"]
 
 
+def unknown_keys(mapping: dict, known: set[str], where: str) -> list[str]:
+    """``<where>.<key>`` for each key of ``mapping`` not in ``known``, with the closest known key if one is close."""
+    found = []
+    for key in sorted(set(mapping) - known):
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        found.append(f"{where}.{key}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return found
+
+
+def misspelt_keys(config: dict) -> list[str]:
+    """The keys that pass Ray's schema but that nothing reads: under ``provider``, each node type's ``node_config``,
+    its ``BlockDeviceMappings`` and their ``Ebs``."""
+    found = unknown_keys(config["provider"], AWS_PROVIDER_KEYS, "provider")
+    for name, node_type in config["available_node_types"].items():
+        where = f"available_node_types.{name}.node_config"
+        found += unknown_keys(node_type["node_config"], RUN_INSTANCES_PARAMETERS, where)
+        for i, mapping in enumerate(node_type["node_config"].get("BlockDeviceMappings", [])):
+            found += unknown_keys(mapping, BLOCK_DEVICE_MAPPING_KEYS, f"{where}.BlockDeviceMappings[{i}]")
+            found += unknown_keys(mapping.get("Ebs", {}), EBS_KEYS, f"{where}.BlockDeviceMappings[{i}].Ebs")
+    return found
+
+
+def rename(mapping: dict, old: str, new: str) -> None:
+    mapping[new] = mapping.pop(old)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Any network connection attempt fails the test."""
+    def no_network(*args, **kwargs):
+        raise AssertionError("cluster-config validation tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+
+
 def test_simple_commands_split_like_the_shell():
     line = "ulimit -n 65536; A=1 ray start --address=$RAY_HEAD_IP:6379 && (mountpoint -q /m || echo x) > f"
     assert simple_commands(line) == [["ulimit", "-n", "65536"], ["ray", "start", "--address=$RAY_HEAD_IP:6379"],
                                      ["mountpoint", "-q", "/m"], ["echo", "x"], ["f"]]
 
 
-def test_ray_validates_the_config_offline(config, monkeypatch):
+def test_ray_validates_the_config_offline(config, offline):
     # prepare_config merges the AWS defaults.yaml that ships with Ray and fills each node type's worker counts;
     # validate_config checks the result against Ray's JSON schema (unknown keys, types) and for consistency (head
     # type, min/max workers). `ray up` would go on to bootstrap the provider (IAM role, key pair, security group,
     # subnets, AMI), which calls AWS; that part is left out, and any connection attempt here fails the test.
-    def no_network(*args, **kwargs):
-        raise AssertionError("cluster-config validation tried to open a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
     prepared = prepare_config(copy.deepcopy(config))
     validate_config(prepared)
 
@@ -131,10 +176,38 @@ def test_ray_refuses_a_broken_config(config, mutate, error):
         validate_config(prepare_config(broken))
 
 
-def test_node_configs_use_only_ec2_parameters(config):
-    for name, node_type in config["available_node_types"].items():
-        unknown = set(node_type["node_config"]) - RUN_INSTANCES_PARAMETERS
-        assert not unknown, f"node type {name}: {sorted(unknown)} are not EC2 RunInstances parameters"
+def test_provider_and_node_configs_use_only_keys_that_ray_or_ec2_read(config):
+    assert misspelt_keys(config) == []
+
+
+HEAD_NODE_CONFIG = ("available_node_types", "head_cpu", "node_config")
+HEAD_EBS = (*HEAD_NODE_CONFIG, "BlockDeviceMappings", 0, "Ebs")
+
+
+def at(config: dict, path: tuple) -> dict:
+    for step in path:
+        config = config[step]
+    return config
+
+
+@pytest.mark.parametrize(
+    ("path", "old", "new", "named"),
+    [
+        (("provider",), "cache_stopped_nodes", "cache_stopped_node",
+         "provider.cache_stopped_node (did you mean cache_stopped_nodes?)"),
+        (("provider",), "availability_zone", "availability_zon",
+         "provider.availability_zon (did you mean availability_zone?)"),
+        (HEAD_EBS, "VolumeSize", "VolumeSiz",
+         "available_node_types.head_cpu.node_config.BlockDeviceMappings[0].Ebs.VolumeSiz (did you mean VolumeSize?)"),
+        (HEAD_NODE_CONFIG, "InstanceType", "InstanceTyp",
+         "available_node_types.head_cpu.node_config.InstanceTyp (did you mean InstanceType?)"),
+    ],
+)
+def test_case55_a_misspelt_aws_key_is_named(config, offline, path, old, new, named):
+    broken = copy.deepcopy(config)
+    rename(at(broken, path), old, new)
+    validate_config(prepare_config(copy.deepcopy(broken)))  # Ray's own checks let every one of these through
+    assert misspelt_keys(broken) == [named]
 
 
 def test_every_pipeline_command_exists_and_its_parser_accepts_the_arguments(config):

@@ -6,7 +6,7 @@ from mlflow import MlflowClient
 from ray.train import TrainingFailedError
 
 from pipelines import train
-from toco_ray.checkpointing import load_checkpoint
+from toco_ray.checkpointing import STATE_FILE, load_checkpoint
 from toco_ray.distributed import TrainJob, launch
 from toco_ray.distributed.faults import FAULT_ITER_ENV, MARKER_FILE
 from toco_ray.distributed.probe import first_step
@@ -79,6 +79,8 @@ def test_smoke_command_trains_two_workers_checkpoints_and_tracks_everything(
         assert _steps(client, run.info.run_id, key) == [4, 5, 6], key
     for key in ("eval/cam_miou", "eval/aux_cam_miou", "eval/seg_miou", "baseline/all_background_miou"):
         assert _steps(client, run.info.run_id, key) == [3, 6], key
+    for key in ("oversmoothing/block_01", "oversmoothing_fg_bg/block_01"):  # fg–fg needs two classes in an image
+        assert _steps(client, run.info.run_id, key) == [3, 6], key
     assert 0.0 <= run.data.metrics["eval/cam_miou"] <= 1.0
     tags = run.data.tags
     assert len(tags["git.commit"]) == 40 or tags["git.commit"] == "unknown"
@@ -130,20 +132,26 @@ def test_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(
     assert _steps(client, run.info.run_id, "eval/cam_miou") == [3, 6]
 
 
-def test_resume_continues_the_iteration_count_and_the_mlflow_run(ray_cluster, tiny_cfg, tmp_path, monkeypatch):
+def test_resume_continues_the_iteration_count_and_the_mlflow_run_from_the_last_intact_checkpoint(
+    ray_cluster, tiny_cfg, tmp_path, monkeypatch
+):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv(FAULT_ITER_ENV, "5")
-    job = _job(tiny_cfg(), tmp_path, "resumed", max_failures=0)
+    monkeypatch.setenv(FAULT_ITER_ENV, "8")  # fails before iteration 8, after the checkpoints at 3 and 6
+    cfg = tiny_cfg(**{"schedule.max_iters": 9})
+    job = _job(cfg, tmp_path, "resumed", max_failures=0)
     with pytest.raises(TrainingFailedError):
         launch(job)
     client = MlflowClient(tracking_uri=job.tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name(job.experiment).experiment_id])
     assert run.info.status == "FAILED"
+    latest = job.run_dir / "checkpoint_000006" / STATE_FILE
+    latest.write_bytes(latest.read_bytes()[:1000])  # case 27: the latest checkpoint damaged
 
     monkeypatch.delenv(FAULT_ITER_ENV)
-    outcome = launch(_job(tiny_cfg(), tmp_path, "resumed", resume=True))
+    outcome = launch(_job(cfg, tmp_path, "resumed", resume=True))
     assert outcome.mlflow_run_id == run.info.run_id
     resumed = client.get_run(run.info.run_id)
     assert resumed.info.status == "FINISHED" and resumed.data.tags["restored_from_iteration"] == "3"
-    assert _steps(client, run.info.run_id, "loss/total") == list(range(1, MAX_ITERS + 1))
-    assert _steps(client, run.info.run_id, "eval/seg_miou") == [3, 6]
+    assert load_checkpoint(outcome.checkpoint_path).iteration == 9
+    assert _steps(client, run.info.run_id, "loss/total") == list(range(1, 10))
+    assert _steps(client, run.info.run_id, "eval/seg_miou") == [3, 6, 9]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.infer import main as infer_main
+from toco_ray.names import ALPHABET
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
@@ -86,3 +87,15 @@ def test_case48_a_tracking_store_that_is_not_sqlite(tmp_path, tiny_cfg, monkeypa
     assert rc == 2
     assert err == (f"error: MLflow database {store} is not an SQLite database (file is not a database); point "
                    "MLFLOW_TRACKING_URI at the store, or move the file away\n")
+
+
+@pytest.mark.parametrize("split", ["../../../evil", "val/../../evil"])
+def test_case40_a_split_name_that_leaves_its_folder_is_refused(checkpoint_dir, tmp_path, split):
+    # the split list was read from outside the data root and <split>-seg/ written outside --output-root; now the
+    # name is refused first (sys.exit with the line: exit status 1, as every refused infer option)
+    root = tmp_path / "outputs" / "x"
+    with pytest.raises(SystemExit) as exit_:
+        infer_main(["--checkpoint", str(checkpoint_dir), "--split", split, "--output-root", str(root), "--serial",
+                    "--no-mlflow", "--no-progress", "--limit", "1"])
+    assert exit_.value.code == f"error: --split {split!r} is not a valid name: use {ALPHABET}"
+    assert list(tmp_path.iterdir()) == []  # nothing inside the output root, nothing beside it

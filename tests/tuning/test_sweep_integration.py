@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from pipelines import report as report_cli
 from toco_ray.distributed.faults import HOLD_ENV, HOLD_MARKER
 from toco_ray.tracking import resolve_tracking_uri
-from toco_ray.tuning.sweep import STATE_FILE, SweepRequest, SweepSettings, read_state, run_sweep
+from toco_ray.tuning.sweep import SweepRequest, SweepSettings, read_state, run_sweep
 from toco_ray.tuning.trial import OPTUNA_NUMBER_TAG, ROLE_TAG, ROW_TAG, SEED_TAG, STOPPED_TAG, TRIAL_ID_TAG
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -167,7 +167,10 @@ def test_killed_sweep_resumes_without_rerunning_a_finished_trial(sweep_ray, writ
         assert steps(client, run.info.run_id, "loss/total") == list(range(1, MAX_ITERS + 1))
         assert steps(client, run.info.run_id, "eval/cam_miou") == [3, MAX_ITERS]
     assert client.get_run(outcome.parent_run_id).info.status == "FINISHED"
-    assert (tmp_path / "sweeps" / "killed" / STATE_FILE).is_file()
+    killed, resumed_session = state["sessions"]  # the killed driver's session counts up to its last trial event
+    assert killed["status"] == "KILLED" and killed["end"] > killed["start"] and killed["pid"] == first.pid
+    assert resumed_session["status"] == "FINISHED" and resumed_session["start"] >= killed["end"]
+    assert outcome.wall_s == pytest.approx(sum(s["end"] - s["start"] for s in state["sessions"]))
 
 
 def test_ctrl_c_marks_the_sweep_and_the_cut_off_trial_killed_and_says_so(sweep_ray, write_space, tmp_path,

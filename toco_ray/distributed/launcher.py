@@ -27,6 +27,7 @@ from toco_ray.checkpointing import CHECKPOINT_GLOB, check_committed, intact_chec
 from toco_ray.config import apply_overrides, flatten, load_yaml, save_yaml
 from toco_ray.data.cache import CACHE_ENV
 from toco_ray.distributed.faults import forwarded_env
+from toco_ray.distributed.interrupts import fit_interruptibly
 from toco_ray.distributed.job import CONFIG_FILE, JobError, TrainJob, auto_workers, validate_job
 from toco_ray.distributed.loaders import per_worker_batch
 from toco_ray.distributed.loop import WorkerSpec, train_loop_per_worker
@@ -63,12 +64,14 @@ def launch(job: TrainJob, callbacks: Sequence[Any] = (), end_on_error: bool = Tr
         job: the job.
         callbacks: Ray Train ``UserCallback``s for the run, e.g. Tune's ``TuneReportCallback`` when the job runs
             inside a Tune trial (it forwards each evaluation's report, keys in ``loop.REPORT_METRICS``).
-        end_on_error: mark the MLflow run ``FAILED`` (``KILLED`` on Ctrl-C) when training raises. A sweep's trial
-            passes False: the sweep driver owns its trials' end status, and a trial that Tune stops is torn down
-            while its training call unwinds, which could otherwise overwrite the driver's status afterwards.
+        end_on_error: mark the MLflow run ``FAILED`` (``KILLED`` on Ctrl-C or SIGTERM) when training raises. A
+            sweep's trial passes False: the sweep driver owns its trials' end status, and a trial that Tune stops is
+            torn down while its training call unwinds, which could otherwise overwrite the driver's status
+            afterwards.
 
     Raises:
         JobError: the job cannot start (nothing has been started then).
+        TrainingInterrupted: Ctrl-C or SIGTERM stopped the training (called from the main thread).
     """
     validate_job(job)
     init_ray(job.ray_address)
@@ -82,7 +85,7 @@ def launch(job: TrainJob, callbacks: Sequence[Any] = (), end_on_error: bool = Tr
         f"MLflow {job.tracking_uri} (run {run_id})"
     )
     try:
-        result = build_trainer(job, run_id, cpus, callbacks).fit()
+        result = fit_interruptibly(build_trainer(job, run_id, cpus, callbacks).fit)
     except BaseException as err:
         disk_full = disk_full_message(job, err)  # frees the space a cut-short checkpoint copy took first
         if end_on_error:

@@ -52,7 +52,7 @@ from toco_ray.distributed.loaders import (
 )
 from toco_ray.engine import autocast_dtype, build_objective, to_device, train_step, unwrap
 from toco_ray.evaluation import KINDS, eval_metrics, eval_mode, evaluate, predict, summarize
-from toco_ray.models import token_similarity_per_block, weights_tags
+from toco_ray.models import PAIR_KINDS, token_similarity_by_pair, weights_tags
 from toco_ray.optim import build_optimizer, build_scheduler
 from toco_ray.tracking import RunLogger, device_tags
 from toco_ray.visualize import (
@@ -67,6 +67,8 @@ from toco_ray.visualize import (
 REPORT_ITERATION = "iteration"
 REPORT_METRICS = {"cam_miou": "eval/cam_miou", "aux_cam_miou": "eval/aux_cam_miou", "seg_miou": "eval/seg_miou"}
 REPORT_LOSS = "loss"
+# Metric prefix (and history key) of each over-smoothing curve: all token pairs, then the cross-class pair types.
+OVERSMOOTHING_KEYS = {"all": "oversmoothing", **{kind: f"oversmoothing_{kind}" for kind in PAIR_KINDS}}
 
 
 @dataclass
@@ -296,24 +298,30 @@ class WorkerLoop:
     def log_evaluation(self, done: int, model, counts, results, metrics: dict[str, float]) -> None:
         """Rank 0: eval metrics, CAM overlays of the probe images, over-smoothing curve, confusion matrices."""
         probes = probe_batch(self.val_set, self.cfg.eval.num_probe_images)
-        curve = []
-        if probes is not None:
-            images = probes["image"].to(self.worker.device)
-            with eval_mode(model):
-                curve = token_similarity_per_block(model, images)
-            self.history["oversmoothing"][done] = curve
-        smooth = {f"oversmoothing/block_{b + 1:02d}": v for b, v in enumerate(curve)}
+        smooth = {} if probes is None else oversmoothing_metrics(self.probe_oversmoothing(model, probes, done))
         metrics = {**metrics, **smooth, "eval/num_images": counts.num_images}
         if self.logger is None:
             return
         self.logger.log_metrics(metrics, step=done)
         if probes is not None:
             self.logger.log_figure(self.probe_figure(model, probes, done), f"cam_overlays/iter_{done:06d}.png")
-            self.logger.log_figure(oversmoothing_figure(self.history["oversmoothing"]), "figures/oversmoothing.png")
+            cross_class = {kind: self.history.get(OVERSMOOTHING_KEYS[kind], {}) for kind in PAIR_KINDS}
+            figure = oversmoothing_figure(self.history["oversmoothing"], cross_class)
+            self.logger.log_figure(figure, "figures/oversmoothing.png")
         conf = {name: counts.matrices[name] for name in KINDS}
         self.logger.log_figure(confusion_figure(conf, self.names), f"confusion/iter_{done:06d}.png")
         if done == self.cfg.schedule.max_iters:
             self.log_final_tables(results, counts)
+
+    def probe_oversmoothing(self, model, probes: dict, done: int) -> dict[str, list[float]]:
+        """Per-block token similarity of the probe images, all pairs and each cross-class pair type (the latter
+        NaN when a probe image has no mask); recorded in the history for the figure."""
+        masks = None if any(m is None for m in probes["mask"]) else probes["mask"]
+        with eval_mode(model):
+            curves = token_similarity_by_pair(model, probes["image"].to(self.worker.device), masks, model.patch_size)
+        for kind, curve in curves.items():
+            self.history.setdefault(OVERSMOOTHING_KEYS[kind], {})[done] = curve
+        return curves
 
     def probe_figure(self, model, probes: dict, done: int):
         images = probes["image"].to(self.worker.device)
@@ -391,6 +399,19 @@ def check_room(checkpoint: Path, run_dir: Path) -> None:
     free = shutil.disk_usage(run_dir).free
     if need > free:
         raise OSError(errno.ENOSPC, f"No space left on device: checkpoint of {need} bytes, {free} free in {run_dir}")
+
+
+def oversmoothing_metrics(curves: dict[str, list[float]]) -> dict[str, float]:
+    """``{"oversmoothing/block_01": …, "oversmoothing_fg_bg/block_01": …}`` from per-block curves keyed by pair kind.
+
+    A NaN block (the probe images hold no pair of that type) is left out: a missing point, not a fake value.
+    """
+    return {
+        f"{OVERSMOOTHING_KEYS[kind]}/block_{block + 1:02d}": value
+        for kind, curve in curves.items()
+        for block, value in enumerate(curve)
+        if not math.isnan(value)
+    }
 
 
 def device_name(device: torch.device) -> str:

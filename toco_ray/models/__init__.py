@@ -10,7 +10,14 @@ from toco_ray.models.backbone import (
     weights_tags,
 )
 from toco_ray.models.decoder import LargeFOV
-from toco_ray.models.diagnostics import mean_pairwise_cosine, token_similarity_per_block
+from toco_ray.models.diagnostics import (
+    PAIR_KINDS,
+    mean_cosine_of_pairs,
+    mean_pairwise_cosine,
+    token_labels,
+    token_similarity_by_pair,
+    token_similarity_per_block,
+)
 from toco_ray.models.padding import pad_to_patch_multiple, token_grid, tokens_to_pixels
 from toco_ray.models.projection import ProjectionHead, ema_update, make_teacher
 from toco_ray.models.toco_net import ToCoNet, ToCoOutput, Tokens, resolve_block_index
@@ -22,6 +29,7 @@ def build_model(cfg: ModelConfig) -> ToCoNet:
 
 
 __all__ = [
+    "PAIR_KINDS",
     "LargeFOV",
     "ProjectionHead",
     "ToCoNet",
@@ -34,11 +42,14 @@ __all__ = [
     "ema_update",
     "load_backbone_weights",
     "make_teacher",
+    "mean_cosine_of_pairs",
     "mean_pairwise_cosine",
     "pad_to_patch_multiple",
     "resize_pos_embed",
     "resolve_block_index",
     "token_grid",
+    "token_labels",
+    "token_similarity_by_pair",
     "token_similarity_per_block",
     "tokens_to_pixels",
     "weights_tags",

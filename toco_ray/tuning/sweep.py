@@ -7,7 +7,8 @@ the MLflow parent run is created, the Optuna study opened, and only then does Tu
 Resume is the default. A sweep lives in ``<output>/sweeps/<name>/``::
 
     sweep.json    state, written atomically: the space's text and digest, the settings, the MLflow parent run id,
-                  the Optuna study, the wall time of every session
+                  the Optuna study, the wall time of every session (:mod:`~toco_ray.tuning.state`)
+    sweep.lock    held by the running driver: a second driver of the same sweep is refused
     tune/         Tune's experiment state (``Tuner.restore`` continues it: finished trials are kept, unfinished
                   ones continue from their training checkpoints)
     optuna.db     the Optuna study (SQLite; the driver is its only writer); TPE seeded by ``train.seed``'s first
@@ -36,8 +37,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from toco_ray.atomic import atomic_write
 from toco_ray.config import flatten
+from toco_ray.distributed.interrupts import sigterm_as_ctrl_c
 from toco_ray.names import check_name
 from toco_ray.tracking import (
     RunLogger,
@@ -52,6 +53,16 @@ from toco_ray.tracking import (
 from toco_ray.tuning.cluster import TrialResources, plan_resources, start_ray
 from toco_ray.tuning.sampling import ConstrainedSpace
 from toco_ray.tuning.space import SearchSpace, load_space
+from toco_ray.tuning.state import (
+    STATE_FILE,
+    SessionClock,
+    SweepError,
+    close_session,
+    open_session,
+    read_state,
+    sweep_lock,
+    write_state,
+)
 from toco_ray.tuning.trial import (
     POINT_KEY,
     ROLE_TAG,
@@ -65,7 +76,6 @@ from toco_ray.tuning.trial import (
 )
 
 SWEEPS_DIR = "sweeps"
-STATE_FILE = "sweep.json"
 TUNE_DIR = "tune"
 OPTUNA_DB = "optuna.db"
 EXPERIMENT_PREFIX = "toco-sweep-"  # MLflow experiment of a space: toco-sweep-<space name>
@@ -74,10 +84,6 @@ SPACE_ARTIFACT = "space"  # the search-space file, logged under this artifact pa
 # state after each trial keeps a killed sweep from redoing work (Tune's default adapts from 10 s upwards).
 TUNE_SNAPSHOT_S = "1"
 TUNE_MAX_FAILURES = 1  # a failed trial is retried once (its training continues from its checkpoint)
-
-
-class SweepError(RuntimeError):
-    """The sweep cannot start or continue; the message says what to do."""
 
 
 @dataclass
@@ -152,6 +158,7 @@ class SweepOutcome:
     errors: int
     wall_s: float
     unfinished: int = 0
+    terminated: bool = False  # stopped by SIGTERM (Tune stopped it as on Ctrl-C)
 
 
 # --- preparing ----------------------------------------------------------------------------------------------
@@ -234,23 +241,6 @@ def check_trial_data(sweep: Sweep) -> None:
 
 
 # --- state -------------------------------------------------------------------------------------------------
-def read_state(folder: Path) -> dict[str, Any]:
-    """The sweep's ``sweep.json``, or ``{}`` when the folder holds no sweep."""
-    path = folder / STATE_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise SweepError(f"{path} is not valid JSON ({err}); remove the folder or start with --no-resume") from None
-
-
-def write_state(folder: Path, state: dict[str, Any]) -> None:
-    """Writes ``sweep.json`` atomically (temporary file + rename)."""
-    text = json.dumps(state, indent=2, sort_keys=True)
-    atomic_write(folder / STATE_FILE, lambda fh: fh.write(text.encode()))
-
-
 def initial_state(sweep: Sweep, parent_run_id: str) -> dict[str, Any]:
     return {
         "name": sweep.name,
@@ -354,7 +344,7 @@ def build_tuner(sweep: Sweep, context: TrialContext, resources: TrialResources):
             name=TUNE_DIR,
             storage_path=str(sweep.dir),
             failure_config=tune.FailureConfig(max_failures=TUNE_MAX_FAILURES),
-            callbacks=[ChildRunCloser(context)],
+            callbacks=[ChildRunCloser(context), SessionClock(sweep.dir)],
             verbose=1,
         ),
     )
@@ -477,18 +467,25 @@ def run_sweep(request: SweepRequest) -> SweepOutcome:
 
     Raises:
         SpaceError, SweepError, ClusterError: the sweep cannot start (nothing has been started then, except Ray
-            for a ClusterError).
+            for a ClusterError). A SweepError also when another driver runs the same sweep.
     """
-    import ray
-
     started = time.time()
     sweep = prepare_sweep(request)
+    with sweep_lock(sweep.dir):
+        return run_locked(sweep, request, started)
+
+
+def run_locked(sweep: Sweep, request: SweepRequest, started: float) -> SweepOutcome:
+    """:func:`run_sweep` once the sweep's lock is held."""
+    import ray
+
     start_ray(request.ray_address)
     s = sweep.settings
     resources = plan_resources(ray.cluster_resources(), s.workers_per_trial, s.gpus_per_worker, s.max_concurrent,
                                s.cpus_per_worker)
     parent_run_id = open_parent_run(sweep, resources)
     state = sweep.state or initial_state(sweep, parent_run_id)
+    open_session(state, started)
     write_state(sweep.dir, state)
     context = trial_context(sweep, resources, parent_run_id)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", TUNE_SNAPSHOT_S)
@@ -498,19 +495,20 @@ def run_sweep(request: SweepRequest) -> SweepOutcome:
           f"folder {sweep.dir}", flush=True)
     status = "FAILED"
     try:
-        results = open_tuner(sweep, context, resources).fit()
+        with sigterm_as_ctrl_c() as terminated:
+            results = open_tuner(sweep, context, resources).fit()
         unfinished = count_unfinished(sweep, len(results), parent_run_id)
         status = "KILLED" if unfinished else "FINISHED"  # Tune returns normally when Ctrl-C stops it
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        wall_s = record_session(sweep, state, parent_run_id, started, status)
+        wall_s = record_session(sweep, state, parent_run_id, status)
     errors = sum(1 for r in results if r.error is not None)
     if errors:
         RunLogger(sweep.tracking_uri, parent_run_id).set_tags({"toco.sweep.errors": errors})
     return SweepOutcome(sweep.name, sweep.dir, parent_run_id, sweep.experiment, len(results), errors, wall_s,
-                        unfinished)
+                        unfinished, terminated=bool(terminated))
 
 
 def count_unfinished(sweep: Sweep, started: int, parent_run_id: str) -> int:
@@ -537,12 +535,11 @@ def open_tuner(sweep: Sweep, context: TrialContext, resources: TrialResources):
     return build_tuner(sweep, context, resources)
 
 
-def record_session(sweep: Sweep, state: dict[str, Any], parent_run_id: str, started: float, status: str) -> float:
-    """Appends this session's wall time to ``sweep.json``, logs the total to the parent run and ends it."""
-    ended = time.time()
-    state["sessions"].append({"start": started, "end": ended, "status": status})
+def record_session(sweep: Sweep, state: dict[str, Any], parent_run_id: str, status: str) -> float:
+    """Closes this session in ``sweep.json``, logs the wall time of all sessions to the parent run and ends it;
+    returns that wall time."""
+    total = close_session(state, status)
     write_state(sweep.dir, state)
-    total = sum(s["end"] - s["start"] for s in state["sessions"])
     RunLogger(sweep.tracking_uri, parent_run_id).log_metrics({"sweep/wall_s": total}, step=len(state["sessions"]))
     end_run(sweep.tracking_uri, parent_run_id, status)
     return total
