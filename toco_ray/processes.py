@@ -105,6 +105,8 @@ def orphaned_ray_processes() -> dict[int, str]:
     folder (``/tmp/ray/session_<time>_<pid>/logs``), a folder that no live process names on its command line any more,
     as a live cluster's ``gcs_server`` does (``--log_dir=...``). A live cluster's processes never qualify.
     """
+    if not Path("/proc").is_dir():  # no /proc (macOS): nothing can be told apart safely, so nothing is stopped
+        return {}
     candidates, live = {}, set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
