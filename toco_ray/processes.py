@@ -115,7 +115,7 @@ def orphaned_ray_processes() -> dict[int, str]:
         argv = _cmdline(pid)
         if not fields or fields[0] == "Z" or argv is None:
             continue
-        if argv.startswith("ray::"):
+        if argv.startswith("ray::") and _owner(pid) == os.getuid():
             session = _ray_session_of(pid)
             if session:
                 candidates[pid] = session
@@ -143,6 +143,13 @@ def _ray_session_of(pid: int) -> str:
         return ""
     found = [m for link in links for m in RAY_SESSION.findall(link)]
     return found[0] if found else ""
+
+
+def _owner(pid: int) -> int | None:
+    try:
+        return Path(f"/proc/{pid}").stat().st_uid
+    except OSError:
+        return None
 
 
 def _cmdline(pid: int) -> str | None:
