@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.unit
 
@@ -86,3 +87,33 @@ def test_cuda_without_a_gpu_is_one_line_and_exit_2(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--device cuda" in lines[0] and "--device cpu" in lines[0]
     assert not (tmp_path / "gpu_check.json").exists()
+
+
+def test_the_energy_check_leaves_its_inputs_alone_so_a_second_device_gets_a_gradient():
+    # On the CPU ``.to`` returns the tensor itself: marking it as requiring grad made the CUDA copy of the second
+    # call a non-leaf without ``.grad`` (seen on the first H200 run).
+    from toco_ray import device_check as dc
+    from toco_ray.config import build_config
+    from toco_ray.losses import DenseEnergyLoss
+
+    cfg = build_config("synthetic", {"train.global_batch": 1, "data.crop_size": 32})
+    inputs = dc.energy_inputs(cfg, torch.Generator().manual_seed(0))
+    loss_fn = DenseEnergyLoss.from_config(cfg.loss)
+    first = dc.energy_value_and_grad(loss_fn, inputs, torch.device("cpu"))
+    second = dc.energy_value_and_grad(loss_fn, inputs, torch.device("cpu"))
+    assert not inputs["logits"].requires_grad
+    assert first[0] == second[0] and torch.equal(first[1], second[1])
+
+
+def test_a_compiler_failure_is_a_table_row_not_a_traceback(monkeypatch):
+    from pipelines import gpu_check
+    from toco_ray import device_check as dc
+
+    def broken_compiler(plan):
+        raise RuntimeError("SubprocException: ...\nValueError('Scalar 20316834720 is out of range for type int32')")
+
+    monkeypatch.setattr(dc, "check_compile", broken_compiler)
+    result = gpu_check.run_compile_check(dc.CheckPlan(torch.device("cpu"), compile_backend="inductor"))
+    assert result["error"] == "RuntimeError: ValueError('Scalar 20316834720 is out of range for type int32')"
+    cells = gpu_check._compile_row(result)
+    assert cells[0] == "torch.compile (inductor)" and cells[1].startswith("failed after 0 s: RuntimeError")

@@ -246,7 +246,9 @@ def energy_inputs(cfg: ToCoConfig, generator: torch.Generator) -> dict:
 
 
 def energy_value_and_grad(loss_fn: DenseEnergyLoss, inputs: dict, device: torch.device) -> tuple[float, torch.Tensor]:
-    logits = inputs["logits"].to(device).requires_grad_(True)
+    # detached first: on the CPU ``.to`` returns the input itself, and a second call would then see a tensor that
+    # requires grad, whose device copy is no leaf and gets no ``.grad``
+    logits = inputs["logits"].detach().to(device).requires_grad_(True)
     loss = loss_fn(inputs["images_255"].to(device), logits.softmax(1), inputs["roi_mask"].to(device),
                    inputs["seg_label"].to(device))
     loss.backward()

@@ -181,3 +181,24 @@ def test_from_config_and_unknown_kernel():
     assert (loss_fn.weight, loss_fn.sigma_rgb, loss_fn.sigma_xy, loss_fn.scale) == (1e-7, 15.0, 100.0, 0.5)
     with pytest.raises(ValueError, match="kernel"):
         DenseEnergyLoss(kernel="bilateral_grid")
+
+
+def test_the_lattice_runs_eagerly_under_torch_compile():
+    # The lattice is built from data (unique codes, searched hashes): traced, it would be specialised at every step,
+    # and inductor's CUDA code once failed to build its int64 strides. The compiled loss must match the eager one
+    # and no captured graph may hold the lattice's search.
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 12, 10) * 255
+    probs = torch.rand(2, 3, 12, 10).softmax(1)
+    roi, labels = torch.ones(2, 12, 10), torch.randint(0, 3, (2, 12, 10))
+    loss_fn = DenseEnergyLoss(weight=1.0, scale=1.0, backend="torch")
+    graphs = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(gm.code)
+        return gm.forward
+
+    compiled = torch.compile(loss_fn, backend=recording_backend)
+    torch.testing.assert_close(compiled(images, probs, roi, labels), loss_fn(images, probs, roi, labels))
+    assert graphs, "nothing was compiled"
+    assert not any("searchsorted" in code or "unique" in code for code in graphs)

@@ -115,8 +115,7 @@ class DenseEnergyLoss(nn.Module):
             filtered = torch.stack([gaussian_filter_exact(f, v) for f, v in zip(features, values)])
             energy = (values * gate * filtered).sum()
         else:
-            lattice = PermutohedralLattice(features.to(values.dtype), backend=self.backend)
-            energy = _GatedEnergy.apply(values, gate, lattice)
+            energy = _lattice_energy(features.to(values.dtype), values, gate, self.backend)
         return -self.weight * energy / b
 
     def _downscale(self, images, probs, roi_mask, seg_label):
@@ -127,6 +126,15 @@ class DenseEnergyLoss(nn.Module):
         roi = F.interpolate(roi_mask.unsqueeze(1).to(probs.dtype), **resize).squeeze(1)
         labels = F.interpolate(seg_label.unsqueeze(1).float(), **resize).squeeze(1)
         return images, probs, roi, labels.long() == self.ignore_index
+
+
+# Eager under torch.compile: the lattice is built from data (unique codes, searched hashes, Python-int strides),
+# which the compiler would specialise and recompile at every step, and inductor's Triton code on CUDA stores the
+# int64 hash strides as int32 constants and fails to build (torch 2.11, H200).
+@torch.compiler.disable
+def _lattice_energy(features: torch.Tensor, values: torch.Tensor, gate: torch.Tensor, backend: str) -> torch.Tensor:
+    lattice = PermutohedralLattice(features, backend=backend)
+    return _GatedEnergy.apply(values, gate, lattice)
 
 
 class _GatedEnergy(torch.autograd.Function):
