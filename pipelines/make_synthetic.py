@@ -4,6 +4,7 @@ Copy-paste:
 
     python -m pipelines.make_synthetic --out data/synthetic                      # 400 train + 100 val, seed 0
     python -m pipelines.make_synthetic --out /tmp/syn --num-train 1000 --num-val 200 --seed 1
+    python -m pipelines.make_synthetic --out /tmp/big --object-side 0.6 1.0 --clutter 0.5   # larger objects
     python -m pipelines.train --preset synthetic --data-root data/synthetic      # train on it
 
 Without ``data.root`` the synthetic preset generates the default tree once into ``$TOCO_RAY_CACHE``
@@ -16,7 +17,8 @@ import argparse
 import sys
 import time
 
-from toco_ray.data.synthetic import DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, generate_dataset
+from toco_ray.data.errors import DatasetError
+from toco_ray.data.synthetic import DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, OBJECT_SIDE, SyntheticStyle, generate_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,10 +27,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-train", type=int, default=DEFAULT_NUM_TRAIN, help="training images")
     parser.add_argument("--num-val", type=int, default=DEFAULT_NUM_VAL, help="validation images")
     parser.add_argument("--seed", type=int, default=0, help="same seed → byte-identical files")
+    parser.add_argument("--object-side", type=float, nargs=2, default=OBJECT_SIDE, metavar=("LOW", "HIGH"),
+                        help="object diameter range, fraction of the shorter image side (default %(default)s)")
+    parser.add_argument("--clutter", type=float, default=1.0,
+                        help="background clutter strength, 0 = smooth colour field (default %(default)s)")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
 
@@ -37,9 +43,15 @@ def main(argv: list[str] | None = None) -> None:
             rate = done / max(time.perf_counter() - start, 1e-9)
             print(f"\rgenerated {done}/{total} images ({rate:.0f} img/s)", end="", file=sys.stderr, flush=True)
 
-    root = generate_dataset(args.out, args.num_train, args.num_val, args.seed, progress=progress)
+    try:
+        style = SyntheticStyle(tuple(args.object_side), args.clutter)
+    except DatasetError as exc:
+        print(f"make_synthetic: {exc}", file=sys.stderr)
+        return 2
+    root = generate_dataset(args.out, args.num_train, args.num_val, args.seed, progress=progress, style=style)
     print(f"\nwrote {root} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -78,6 +78,9 @@ class DataConfig:
     num_train: int = 0  # synthetic only: training images to generate (0 = generator default)
     num_val: int = 0  # synthetic only: validation images to generate (0 = generator default)
     seed: int = 0  # synthetic only: generator seed
+    synthetic_object_side: tuple[float, float] = (0.35, 0.75)  # synthetic only: object diameter range, fraction of
+    # the image's shorter side (generator default); larger objects give more foreground and cross-class token pairs
+    synthetic_clutter: float = 1.0  # synthetic only: background clutter strength (blobs, stripes; 0 = smooth)
 
 
 @dataclass

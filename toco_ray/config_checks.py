@@ -55,6 +55,12 @@ def check_config(cfg: ToCoConfig) -> ToCoConfig:
     lo, hi = cfg.data.scale_range
     if lo > hi:
         raise ConfigError(f"config key 'data.scale_range' must be [low, high] with low ≤ high, got {[lo, hi]}")
+    lo, hi = cfg.data.synthetic_object_side
+    if not 0.05 <= lo <= hi <= 1.5:
+        raise ConfigError("config key 'data.synthetic_object_side' must be [low, high] with 0.05 ≤ low ≤ high ≤ 1.5, "
+                          f"got {[lo, hi]}")
+    if not 0 <= cfg.data.synthetic_clutter <= 4:
+        raise ConfigError(f"config key 'data.synthetic_clutter' must be in [0, 4], got {cfg.data.synthetic_clutter}")
     for key in ("data.train_split", "data.val_split"):
         check_name(f"config key {key!r}:", flat[key])
     check_geometry(cfg)

@@ -3,14 +3,23 @@ its weak supervision non-trivial."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from pipelines.make_synthetic import main as make_synthetic_main
-from toco_ray.data import VOCDataset, generate_dataset, labels_from_mask, render_sample
+from toco_ray.data import DatasetError, SyntheticStyle, VOCDataset, generate_dataset, labels_from_mask, render_sample
 from toco_ray.data.labels import load_label_file
-from toco_ray.data.synthetic import CLASS_HUE_SPREAD, CLASS_HUES, CLASS_HUES_B, NUM_CLASSES, SIDE_RANGE
+from toco_ray.data.synthetic import (
+    CLASS_HUE_SPREAD,
+    CLASS_HUES,
+    CLASS_HUES_B,
+    NUM_CLASSES,
+    SIDE_RANGE,
+    default_dataset_dir,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -114,3 +123,62 @@ def test_cli_writes_a_tree(tmp_path, capsys):
     make_synthetic_main(["--out", str(tmp_path / "cli"), "--num-train", "2", "--num-val", "1", "--seed", "3"])
     assert VOCDataset(tmp_path / "cli", "train_aug").names == ["train_00000", "train_00001"]
     assert "generated 3/3" in capsys.readouterr().err
+
+
+# sha256 over the first four default-style training samples (image bytes, then mask bytes, for each): a change here
+# means the default dataset's bytes changed, so GENERATOR_VERSION must be bumped with it
+DEFAULT_STYLE_DIGEST = "5050583c1e9647891d469757d7b4142b6749192252997ff048c1fdec7e1910ce"
+
+
+def test_the_default_style_draws_the_bytes_of_the_default_dataset():
+    digest = hashlib.sha256()
+    for i in range(4):
+        image, mask = render_sample(np.random.default_rng([0, 0, i]))
+        digest.update(image.tobytes())
+        digest.update(mask.tobytes())
+    assert digest.hexdigest() == DEFAULT_STYLE_DIGEST
+
+
+def test_a_style_is_deterministic_and_has_a_cache_folder_of_its_own(tmp_path):
+    big = SyntheticStyle(object_side=(0.6, 1.0), clutter=0.5)
+    a = _files(generate_dataset(tmp_path / "a", num_train=3, num_val=2, seed=5, style=big))
+    b = _files(generate_dataset(tmp_path / "b", num_train=3, num_val=2, seed=5, style=big))
+    default = _files(generate_dataset(tmp_path / "d", num_train=3, num_val=2, seed=5))
+    assert a == b
+    assert a["JPEGImages/train_00000.jpg"] != default["JPEGImages/train_00000.jpg"]
+    assert default_dataset_dir(5, 3, 2, tmp_path).name == "synthetic-5-3-2-v4"
+    assert default_dataset_dir(5, 3, 2, tmp_path, big).name == "synthetic-5-3-2-v4-obj0.6-1-clutter0.5"
+
+
+def test_larger_objects_cover_more_of_the_image():
+    def foreground(style):
+        masks = [render_sample(np.random.default_rng([2, 0, i]), style)[1] for i in range(40)]
+        return np.mean([((m > 0) & (m != 255)).mean() for m in masks])
+
+    small, large = foreground(SyntheticStyle()), foreground(SyntheticStyle(object_side=(0.6, 1.0)))
+    assert large > 1.5 * small
+
+
+def test_no_clutter_leaves_a_smoother_background():
+    def roughness(style):
+        values = []
+        for i in range(20):
+            image, mask = render_sample(np.random.default_rng([3, 0, i]), style)
+            grad = np.abs(np.diff(image.astype(np.float32).mean(axis=2), axis=1))
+            values.append(grad[mask[:, 1:] == 0].mean())  # background pixels only
+        return np.mean(values)
+
+    # the per-pixel noise (NOISE_STD) stays, so only the clutter's share of the roughness goes away
+    assert roughness(SyntheticStyle(clutter=0.0)) < roughness(SyntheticStyle(clutter=2.0))
+
+
+@pytest.mark.parametrize("style", [{"object_side": (0.8, 0.4)}, {"object_side": (0.01, 0.5)}, {"clutter": -1.0}])
+def test_a_style_out_of_range_is_refused(style):
+    with pytest.raises(DatasetError, match="object_side|clutter"):
+        SyntheticStyle(**style)
+
+
+def test_the_cli_refuses_a_bad_object_side_with_one_line(tmp_path, capsys):
+    assert make_synthetic_main(["--out", str(tmp_path / "x"), "--object-side", "0.9", "0.2"]) == 2
+    assert "object_side" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

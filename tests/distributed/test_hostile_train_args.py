@@ -56,6 +56,10 @@ def refuse(tiny_root, tmp_path, capsys, monkeypatch):
         # -1 sizes the loaders from the CPUs; below that is no count
         ("data.num_workers=-2",
          "error: config key 'data.num_workers' must be ≥ 0, or -1 to size the loaders from the CPUs, got -2"),
+        # a generator style the synthetic dataset cannot draw
+        ("data.synthetic_object_side=[0.8,0.4]", "error: config key 'data.synthetic_object_side' must be [low, high] "
+         "with 0.05 ≤ low ≤ high ≤ 1.5, got [0.8, 0.4]"),
+        ("data.synthetic_clutter=5", "error: config key 'data.synthetic_clutter' must be in [0, 4], got 5.0"),
         ("data.train_split=../../x", "error: config key 'data.train_split': '../../x' is not a valid name: use "
          "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 128 characters, no '..'"),
     ],

@@ -13,6 +13,7 @@ from toco_ray.data.palette import voc_palette
 from toco_ray.data.synthetic import (
     CLASS_NAMES,
     SyntheticDataset,
+    SyntheticStyle,
     ensure_default_dataset,
     generate_dataset,
     render_sample,
@@ -30,6 +31,7 @@ __all__ = [
     "IMAGENET_STD",
     "SegDataset",
     "SyntheticDataset",
+    "SyntheticStyle",
     "TrainViews",
     "ValViews",
     "VOCDataset",

@@ -6,7 +6,7 @@ from toco_ray.config import DataConfig
 from toco_ray.data.base import SegDataset
 from toco_ray.data.coco import COCODataset
 from toco_ray.data.errors import DatasetError
-from toco_ray.data.synthetic import SyntheticDataset
+from toco_ray.data.synthetic import SyntheticDataset, SyntheticStyle
 from toco_ray.data.voc import VOCDataset
 
 DATASETS = ("voc", "coco", "synthetic")
@@ -41,6 +41,7 @@ def build_dataset(cfg: DataConfig, split: str, num_classes: int, limit: int = 0)
             seed=cfg.seed,
             num_train=cfg.num_train,
             num_val=cfg.num_val,
+            style=SyntheticStyle(tuple(cfg.synthetic_object_side), cfg.synthetic_clutter),
             **kwargs,
         )
     if cfg.dataset not in DATASETS:

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,18 +71,52 @@ GENERATOR_VERSION = 4  # part of the cache folder name: bump whenever the genera
 _SPLIT_CODES = {"train": 0, "val": 1}
 
 
+@dataclass(frozen=True)
+class SyntheticStyle:
+    """What the generator draws, beyond the seed and the counts; the defaults are the embedded default dataset.
+
+    Attributes:
+        object_side: range of an object's diameter (its bounding circle), as a fraction of the image's shorter
+            side. Larger objects give a patch-token grid more foreground tokens, and so more pairs of tokens of
+            different classes.
+        clutter: strength of the background clutter (soft blobs and faint stripes; 0 leaves a smooth colour field).
+    """
+
+    object_side: tuple[float, float] = OBJECT_SIDE
+    clutter: float = 1.0
+
+    def __post_init__(self) -> None:
+        low, high = self.object_side
+        if not 0.05 <= low <= high <= 1.5:
+            raise DatasetError(f"synthetic object_side must satisfy 0.05 <= low <= high <= 1.5; got {self.object_side}")
+        if not 0.0 <= self.clutter <= 4.0:
+            raise DatasetError(f"synthetic clutter must be within [0, 4]; got {self.clutter}")
+
+    def folder_suffix(self) -> str:
+        """``""`` for the default style, else the settings that differ (part of the cache folder name)."""
+        parts = []
+        if tuple(self.object_side) != OBJECT_SIDE:
+            parts.append(f"obj{self.object_side[0]:g}-{self.object_side[1]:g}")
+        if self.clutter != 1.0:
+            parts.append(f"clutter{self.clutter:g}")
+        return "".join(f"-{p}" for p in parts)
+
+
+DEFAULT_STYLE = SyntheticStyle()
+
+
 # --- one image ----------------------------------------------------------------------------------
-def render_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def render_sample(rng: np.random.Generator, style: SyntheticStyle = DEFAULT_STYLE) -> tuple[np.ndarray, np.ndarray]:
     """Draws one image and its mask.
 
     Returns:
         image ``H×W×3`` uint8 RGB and mask ``H×W`` uint8 (0 background, 1..20 classes, 255 void).
     """
     height, width = _image_size(rng)
-    image = _background(rng, height, width)
+    image = _background(rng, height, width, style.clutter)
     classes = _pick_classes(rng)
     for _ in range(MAX_LAYOUT_TRIES):
-        layer, label = _draw_objects(rng, classes, height, width)
+        layer, label = _draw_objects(rng, classes, height, width, style.object_side)
         if _all_visible(label, classes):
             break
     mask_fg = label > 0
@@ -110,16 +145,17 @@ def _pick_classes(rng: np.random.Generator) -> list[int]:
     return chosen
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def _background(rng: np.random.Generator, h: int, w: int, clutter: float) -> np.ndarray:
     grid = _dull_colors(rng, (int(rng.integers(2, 6)), int(rng.integers(2, 6)))).astype(np.uint8)
     field = np.asarray(Image.fromarray(grid).resize((w, h), Image.BICUBIC), dtype=np.float32)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     for _ in range(int(rng.integers(3, 9))):
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         sy, sx = rng.uniform(0.04, 0.18, size=2) * min(h, w)
-        alpha = rng.uniform(0.3, 0.8) * np.exp(-0.5 * (((yy - cy) / sy) ** 2 + ((xx - cx) / sx) ** 2))
+        opacity = min(1.0, clutter * rng.uniform(0.3, 0.8))
+        alpha = opacity * np.exp(-0.5 * (((yy - cy) / sy) ** 2 + ((xx - cx) / sx) ** 2))
         field += alpha[..., None] * (_dull_colors(rng, ()) - field)
-    amplitude, period, theta = rng.uniform(0, 14), rng.uniform(4, 16), rng.uniform(0, np.pi)
+    amplitude, period, theta = clutter * rng.uniform(0, 14), rng.uniform(4, 16), rng.uniform(0, np.pi)
     stripes = np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period)
     return field + amplitude * stripes[..., None]
 
@@ -131,16 +167,18 @@ def _dull_colors(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray
     return np.clip(grey + tint, 0, 255).astype(np.float32)
 
 
-def _draw_objects(rng: np.random.Generator, classes: list[int], h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+def _draw_objects(
+    rng: np.random.Generator, classes: list[int], h: int, w: int, side: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     seconds = [c for c, again in zip(classes, rng.random(len(classes)) < SECOND_INSTANCE_P) if again]
     instances = (classes + seconds)[:MAX_INSTANCES]
     instances = [instances[i] for i in rng.permutation(len(instances))]
     layer = np.zeros((h, w, 3), dtype=np.float32)
     label = np.zeros((h, w), dtype=np.uint8)
     # many objects share the image, so each is smaller
-    top = max(OBJECT_SIDE[0] + 0.1, OBJECT_SIDE[1] - 0.05 * (len(instances) - 1))
+    top = min(side[1], max(side[0] + 0.1, side[1] - 0.05 * (len(instances) - 1)))
     for cls in instances:
-        extent = rng.uniform(OBJECT_SIDE[0], top) * min(h, w)
+        extent = rng.uniform(side[0], top) * min(h, w)
         _draw_instance(rng, cls, extent, layer, label)
     return layer, label
 
@@ -254,6 +292,7 @@ def generate_dataset(
     num_val: int = DEFAULT_NUM_VAL,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    style: SyntheticStyle = DEFAULT_STYLE,
 ) -> Path:
     """Writes a complete VOC-layout tree into ``out`` and returns it.
 
@@ -264,8 +303,9 @@ def generate_dataset(
     Args:
         out: target folder (created; existing files with the same names are overwritten).
         num_train, num_val: number of images per split.
-        seed: generator seed; the same seed gives byte-identical files.
+        seed: generator seed; the same seed (and style) gives byte-identical files.
         progress: called as ``progress(done, total)`` after every image.
+        style: object sizes and background clutter (:class:`SyntheticStyle`).
     """
     out = Path(out)
     image_dir, mask_dir = out / "JPEGImages", out / "SegmentationClassAug"
@@ -278,7 +318,7 @@ def generate_dataset(
     for split, count in (("train", num_train), ("val", num_val)):
         names = [f"{split}_{i:05d}" for i in range(count)]
         for i, name in enumerate(names):
-            image, mask = render_sample(np.random.default_rng([seed, _SPLIT_CODES[split], i]))
+            image, mask = render_sample(np.random.default_rng([seed, _SPLIT_CODES[split], i]), style)
             Image.fromarray(image).save(image_dir / f"{name}.jpg", quality=JPEG_QUALITY)
             png = Image.fromarray(mask, mode="P")
             png.putpalette(palette)
@@ -295,18 +335,28 @@ def generate_dataset(
     return out
 
 
-def default_dataset_dir(seed: int, num_train: int, num_val: int, cache_dir: str | Path | None = None) -> Path:
-    """``<cache>/synthetic-<seed>-<num_train>-<num_val>-v<GENERATOR_VERSION>``.
+def default_dataset_dir(
+    seed: int,
+    num_train: int,
+    num_val: int,
+    cache_dir: str | Path | None = None,
+    style: SyntheticStyle = DEFAULT_STYLE,
+) -> Path:
+    """``<cache>/synthetic-<seed>-<num_train>-<num_val>-v<GENERATOR_VERSION><style suffix>``.
 
     The cache is ``cache_dir``, else ``$TOCO_RAY_CACHE``, else ``~/.cache/toco_ray``; the version keeps a tree
-    written by an older generator from being reused.
+    written by an older generator from being reused, and a style other than the default adds its settings.
     """
     base = Path(cache_dir) if cache_dir else default_cache_dir()
-    return base / f"synthetic-{seed}-{num_train}-{num_val}-v{GENERATOR_VERSION}"
+    return base / f"synthetic-{seed}-{num_train}-{num_val}-v{GENERATOR_VERSION}{style.folder_suffix()}"
 
 
 def ensure_default_dataset(
-    seed: int = 0, num_train: int = 0, num_val: int = 0, cache_dir: str | Path | None = None
+    seed: int = 0,
+    num_train: int = 0,
+    num_val: int = 0,
+    cache_dir: str | Path | None = None,
+    style: SyntheticStyle = DEFAULT_STYLE,
 ) -> Path:
     """Generates the synthetic dataset once into the cache and returns its root (0 counts = defaults).
 
@@ -315,13 +365,13 @@ def ensure_default_dataset(
     """
     num_train = num_train or DEFAULT_NUM_TRAIN
     num_val = num_val or DEFAULT_NUM_VAL
-    target = default_dataset_dir(seed, num_train, num_val, cache_dir)
+    target = default_dataset_dir(seed, num_train, num_val, cache_dir, style)
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        generate_dataset(tmp, num_train, num_val, seed)
+        generate_dataset(tmp, num_train, num_val, seed, style=style)
         os.rename(tmp, target)
     except OSError:
         if not target.is_dir():
@@ -339,7 +389,7 @@ class SyntheticDataset(VOCDataset):
         root: a tree written by :func:`generate_dataset`, or None for the cached default.
         split: ``train`` (= ``train_aug``) or ``val``.
         num_classes: must be 20.
-        seed, num_train, num_val: select the default tree when ``root`` is None (0 = defaults).
+        seed, num_train, num_val, style: select the default tree when ``root`` is None (0 = defaults).
         cache_dir: cache root for the default tree and derived labels.
         Other arguments as :class:`~toco_ray.data.voc.VOCDataset`.
     """
@@ -353,6 +403,7 @@ class SyntheticDataset(VOCDataset):
         seed: int = 0,
         num_train: int = 0,
         num_val: int = 0,
+        style: SyntheticStyle = DEFAULT_STYLE,
         need_masks: bool = True,
         need_labels: bool = True,
         limit: int = 0,
@@ -361,7 +412,7 @@ class SyntheticDataset(VOCDataset):
         if num_classes != NUM_CLASSES:
             raise DatasetError(f"the synthetic dataset has {NUM_CLASSES} classes; got num_classes={num_classes}")
         if root is None:
-            root = ensure_default_dataset(seed, num_train, num_val, cache_dir)
+            root = ensure_default_dataset(seed, num_train, num_val, cache_dir, style)
         super().__init__(
             root,
             split,
