@@ -27,11 +27,9 @@ import sys
 from pathlib import Path
 
 from pipelines.train import SMOKE_OVERRIDES
-from toco_ray.config import ConfigError, parse_override
-from toco_ray.tracking import TrackingError
-from toco_ray.tuning.cluster import ClusterError
-from toco_ray.tuning.space import SpaceError
-from toco_ray.tuning.sweep import SweepError, SweepRequest, SweepSettings, run_sweep
+from toco_ray.config import parse_override
+from toco_ray.errors import EXIT_STATUS, TocoError
+from toco_ray.tuning.sweep import SweepRequest, SweepSettings, run_sweep
 
 INTERRUPTED = 130  # exit status of a sweep stopped by Ctrl-C (128 + SIGINT), as shells report it
 TERMINATED = 143  # ... and by SIGTERM (128 + SIGTERM), which stops it the same way
@@ -93,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     try:
         outcome = run_sweep(build_request(args))
-    except (ConfigError, SpaceError, SweepError, ClusterError, TrackingError) as err:
+    except TocoError as err:  # a bad space, setting or resource: one line, no traceback
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     print(
         f"sweep {outcome.name}: {outcome.trials} trial(s), {outcome.errors} failed, {outcome.wall_s:.0f} s of wall "
         f"time in all sessions\n  MLflow experiment {outcome.experiment!r}, parent run {outcome.parent_run_id}\n"

@@ -31,9 +31,10 @@ from typing import Any
 import yaml
 
 from toco_ray.atomic import atomic_write
+from toco_ray.errors import TocoError
 
 
-class ConfigError(ValueError):
+class ConfigError(TocoError, ValueError):
     """A configuration key or value is invalid; the message names the key."""
 
 

@@ -17,6 +17,7 @@ from toco_ray.config import ToCoConfig
 from toco_ray.config_checks import check_config
 from toco_ray.data import DatasetError, build_dataset
 from toco_ray.distributed.loaders import per_worker_batch
+from toco_ray.errors import TocoError
 from toco_ray.models import check_backbone_name
 from toco_ray.names import check_name
 from toco_ray.tracking import DEFAULT_EXPERIMENT, TrackingError, check_tracking_uri
@@ -25,7 +26,7 @@ RUNS_DIR = "runs"  # Ray Train storage path inside the output folder: one sub-fo
 CONFIG_FILE = "config.yaml"  # the resolved config, saved in the run folder
 
 
-class JobError(ValueError):
+class JobError(TocoError, ValueError):
     """The job cannot start; the message says what was wrong and what to do."""
 
 

@@ -30,6 +30,7 @@ from PIL import Image
 
 from toco_ray.atomic import atomic_write  # noqa: F401  (part of this module's API)
 from toco_ray.data.palette import voc_palette
+from toco_ray.errors import TocoError
 
 RUN_FILE = "run.json"
 RECORDS_DIR = "records"
@@ -41,7 +42,7 @@ SUMMARY_FILE = "summary.json"
 LABEL_KINDS = ("seg", "seg_crf", "pseudo", "pseudo_crf")  # the <kind>/ folders of label maps
 
 
-class OutputError(RuntimeError):
+class OutputError(TocoError, RuntimeError):
     """The output folder cannot be used for this run; the message says why and what to do."""
 
 

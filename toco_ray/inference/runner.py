@@ -30,6 +30,7 @@ from toco_ray.config import ToCoConfig, apply_overrides, build_config, flatten
 from toco_ray.config_checks import check_config
 from toco_ray.data import DatasetError, build_dataset, generate_dataset
 from toco_ray.data.base import SegDataset
+from toco_ray.errors import TocoError
 from toco_ray.inference.checkpoint import CheckpointInfo, build_inference_model, load_model, resolve_checkpoint
 from toco_ray.inference.outputs import (
     OutputError,
@@ -66,7 +67,7 @@ SMOKE_SEED = 0  # seeds the random network and the generated smoke data
 LOGGED_SETTINGS = ("checkpoint", "split", "mode", "scales", "crf", "engine")  # MLflow params infer.<key>
 
 
-class InferenceError(RuntimeError):
+class InferenceError(TocoError, RuntimeError):
     """The run cannot go on (bad input without --skip-bad, bad options); the message says what and where."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from toco_ray.errors import TocoError
 from toco_ray.ray_cluster import init_ray
 
 TRIAL_SLOT = "trial_slot"
@@ -19,7 +20,7 @@ WAITING_CPU = 0.01
 MIN_CPUS_PER_WORKER = 2  # automatic concurrency: each worker gets at least this many CPUs (compute + loading)
 
 
-class ClusterError(RuntimeError):
+class ClusterError(TocoError, RuntimeError):
     """The cluster cannot host the requested trials; the message says what to change."""
 
 

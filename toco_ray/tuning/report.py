@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from toco_ray.config import yaml_load
+from toco_ray.errors import TocoError
 from toco_ray.tracking import quote_filter
 from toco_ray.tuning import paper
 from toco_ray.tuning.space import SearchSpace, parse_space
@@ -54,7 +55,7 @@ REPORT_DIR = "report"
 DASH = "–"
 
 
-class ReportError(LookupError):
+class ReportError(TocoError, LookupError):
     """The sweep cannot be found or read; the message says what was looked for."""
 
 

@@ -65,6 +65,7 @@ from typing import Any
 import yaml
 
 from toco_ray.config import PRESETS, ConfigError, ToCoConfig, build_config, describe_yaml_error, read_text, yaml_load
+from toco_ray.errors import TocoError
 from toco_ray.tuning import paper
 
 KINDS = ("grid", "optuna")
@@ -84,7 +85,7 @@ CONSTRAINT_PATTERN = re.compile(r"^\s*([\w.]+)\s*<\s*([\w.]+)\s*$")
 DEFAULT_ASHA_REDUCTION = 2.0
 
 
-class SpaceError(ValueError):
+class SpaceError(TocoError, ValueError):
     """A search space is invalid; the message names the file and the key."""
 
 

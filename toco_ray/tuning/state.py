@@ -28,13 +28,14 @@ from typing import Any
 from ray.tune import Callback
 
 from toco_ray.atomic import atomic_write
+from toco_ray.errors import TocoError
 
 STATE_FILE = "sweep.json"
 LOCK_FILE = "sweep.lock"
 RUNNING, KILLED = "RUNNING", "KILLED"
 
 
-class SweepError(RuntimeError):
+class SweepError(TocoError, RuntimeError):
     """The sweep cannot start or continue; the message says what to do."""
 
 
