@@ -28,6 +28,7 @@ from toco_ray.config import PRESETS, build_config, parse_override
 from toco_ray.distributed import TrainJob, launch, new_run_name, resolve_resume
 from toco_ray.distributed.interrupts import TrainingInterrupted
 from toco_ray.errors import EXIT_STATUS, TocoError
+from toco_ray.metric_names import REPORT_METRICS
 from toco_ray.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri
 
 INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as shells report it; 143 after SIGTERM
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_STATUS
     metrics = outcome.metrics
-    summary = ", ".join(f"{k} {100 * metrics[k]:.1f}" for k in ("cam_miou", "aux_cam_miou", "seg_miou") if k in metrics)
+    summary = ", ".join(f"{k} {100 * metrics[k]:.1f}" for k in REPORT_METRICS if k in metrics)
     print(
         f"done in {time.perf_counter() - started:.0f} s: {summary} (mIoU %)\n"
         f"  run {outcome.run_name}, MLflow run {outcome.mlflow_run_id}\n  checkpoint {outcome.checkpoint_path}"

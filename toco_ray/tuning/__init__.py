@@ -8,7 +8,7 @@ sweep; :mod:`~toco_ray.tuning.report` turns a sweep's MLflow runs into the paper
 ``pipelines/report.py``.
 """
 
-from toco_ray.tuning.checks import check_space
-from toco_ray.tuning.space import SearchSpace, SpaceError, load_space
+from toco_ray.tuning.checks import check_space, load_space
+from toco_ray.tuning.space import GridSpace, OptunaSpace, SearchSpace, SpaceError
 
-__all__ = ["SearchSpace", "SpaceError", "check_space", "load_space"]
+__all__ = ["GridSpace", "OptunaSpace", "SearchSpace", "SpaceError", "check_space", "load_space"]

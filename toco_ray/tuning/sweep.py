@@ -50,9 +50,10 @@ from toco_ray.tracking import (
     provenance_tags,
     resolve_tracking_uri,
 )
+from toco_ray.tuning.checks import load_space
 from toco_ray.tuning.cluster import TrialResources, plan_resources, start_ray
 from toco_ray.tuning.sampling import ConstrainedSpace
-from toco_ray.tuning.space import SearchSpace, load_space
+from toco_ray.tuning.space import SearchSpace
 from toco_ray.tuning.state import (
     STATE_FILE,
     SessionClock,
@@ -190,7 +191,7 @@ def prepare_sweep(request: SweepRequest) -> Sweep:
     if settings.num_samples:
         if space.kind == "grid":
             raise SweepError("--num-samples applies to Optuna sweeps; a grid runs every point once per seed")
-        space.num_samples = settings.num_samples
+        space = space.with_samples(settings.num_samples)
     if settings.max_trials:
         space = space.truncated(settings.max_trials)
     tracking_uri = resolve_tracking_uri(output_dir)
@@ -289,14 +290,16 @@ def parent_params(sweep: Sweep, resources: TrialResources) -> dict[str, Any]:
         "sweep.mode": space.mode, "sweep.seeds": list(space.seeds), "sweep.trials": space.trial_count(),
         "sweep.max_concurrent": resources.max_concurrent, "sweep.workers_per_trial": resources.workers,
         "sweep.cpus_per_worker": resources.cpus_per_worker, "sweep.gpus_per_worker": resources.gpus_per_worker,
-        "sweep.asha": json.dumps(dataclasses.asdict(space.asha)) if space.asha else "none",
+        "sweep.asha": space.asha.model_dump_json() if space.asha else "none",
     }
     params.update({f"base.{k}": v for k, v in {**space.base_set, **sweep.settings.overrides}.items()})
-    params.update({f"grid.{k}": list(v) for k, v in space.grid.items()})
-    # MLflow param names allow few characters ("+L_cls^m" is not one): variants are numbered, the name in the value
-    params.update({f"variant.{i}": json.dumps({"name": v.name, "set": v.overrides}, sort_keys=True)
-                   for i, v in enumerate(space.variants)})
-    params.update({f"search.{k}": json.dumps(dataclasses.asdict(p)) for k, p in space.search.items()})
+    if space.kind == "grid":
+        params.update({f"grid.{k}": list(v) for k, v in space.grid.items()})
+        # MLflow param names allow few characters ("+L_cls^m" is not one): variants are numbered, the name in the value
+        params.update({f"variant.{i}": json.dumps({"name": v.name, "set": v.overrides}, sort_keys=True)
+                       for i, v in enumerate(space.variants)})
+    else:
+        params.update({f"search.{k}": p.model_dump_json() for k, p in space.search.items()})
     return params
 
 
