@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -516,7 +517,5 @@ def _type_name(hint: Any) -> str:
 
 
 def _suggest(key: str, known: dict[str, Any]) -> str:
-    import difflib
-
     close = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
-from toco_ray.atomic import atomic_write  # noqa: F401  (part of this module's API)
+from toco_ray.atomic import atomic_write
 from toco_ray.data.palette import voc_palette
 from toco_ray.errors import TocoError
 
@@ -116,9 +118,6 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
 
 def write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
     """Writes flat dict rows (scalars and int lists) as one Parquet table."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     table = pa.Table.from_pylist(rows)
     return atomic_write(path, lambda fh: pq.write_table(table, fh))
 
