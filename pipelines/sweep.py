@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_request(args: argparse.Namespace) -> SweepRequest:
+def build_request(args: argparse.Namespace, hooks: tuple = ()) -> SweepRequest:
     """The sweep described by the command line (nothing checked or started yet)."""
     overrides = dict(parse_override(text) for text in args.overrides)
     if args.data_root:
@@ -81,16 +81,17 @@ def build_request(args: argparse.Namespace) -> SweepRequest:
     return SweepRequest(
         space_path=args.space, output_dir=Path(args.output_dir), name=args.name, settings=settings,
         resume=not args.no_resume, experiment=args.experiment, ray_address=args.ray_address,
-        optuna_storage=args.optuna_storage,
+        optuna_storage=args.optuna_storage, hooks=tuple(hooks),
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, hooks: tuple = ()) -> int:
+    """The command; ``hooks``: worker-loop hooks for every trial's training (a test holds a trial with one)."""
     args = parse_args(argv)
     if not sys.stdout.isatty():  # worker lines reach a log file or pipe: no colour codes around their prefixes
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     try:
-        outcome = run_sweep(build_request(args))
+        outcome = run_sweep(build_request(args, hooks))
     except TocoError as err:  # a bad space, setting or resource: one line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return EXIT_STATUS

@@ -62,9 +62,6 @@ RANDOM_CHECKPOINT = "random"  # with --smoke only: a randomly initialised synthe
 SMOKE_PRESET = "synthetic"
 SMOKE_IMAGES = 4  # images per split in --smoke mode
 SMOKE_SEED = 0  # seeds the random network and the generated smoke data
-# A local cluster's node address and dashboard are on loopback (not every Ray port: see ray_cluster); address
-# "local" because without an address ray.init joins the cluster named in /tmp/ray/ray_current_cluster (left by
-# any earlier `ray start` on the machine, even a stopped one).
 LOGGED_SETTINGS = ("checkpoint", "split", "mode", "scales", "crf", "engine")  # MLflow params infer.<key>
 
 

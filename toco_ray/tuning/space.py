@@ -300,7 +300,7 @@ class SearchSpace(Schema):
     kind: str
     description: str = ""
     base: Base
-    metric: Literal[METRICS] = "seg_miou"
+    metric: Literal[METRICS] = report_key("seg")
     mode: Literal["max", "min"] = "max"
     seeds: Annotated[tuple[Integer, ...], Field(min_length=1), AfterValidator(_unique)] = (0,)
     constraints: tuple[Constraint, ...] = Field(default=(), validate_default=True)  # IMPLICIT_CONSTRAINTS first
