@@ -10,7 +10,6 @@ from pipelines.sweep import main as sweep_main
 from toco_ray.tuning.state import (
     LOCK_FILE,
     Session,
-    SessionClock,
     SweepError,
     SweepState,
     close_session,
@@ -19,6 +18,7 @@ from toco_ray.tuning.state import (
     sweep_lock,
     write_state,
 )
+from toco_ray.tuning.tuner import SessionClock
 
 pytestmark = pytest.mark.unit
 

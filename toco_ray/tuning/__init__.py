@@ -9,9 +9,23 @@ cluster split by :mod:`~toco_ray.tuning.cluster`, and resumes an interrupted swe
 :mod:`~toco_ray.tuning.report` turns a sweep's MLflow runs into the paper's Table 4/5 layout
 (:mod:`~toco_ray.tuning.paper` holds the paper's numbers). Command lines: ``pipelines/sweep.py``,
 ``pipelines/report.py``.
+
+The names below are imported on first use: reading a sweep back (the report) loads neither torch nor Ray, while
+checking a space builds configs against the backbone (timm, torch).
 """
 
-from toco_ray.tuning.checks import check_space, load_space
-from toco_ray.tuning.space import GridSpace, OptunaSpace, SearchSpace, SpaceError
+import importlib
 
-__all__ = ["GridSpace", "OptunaSpace", "SearchSpace", "SpaceError", "check_space", "load_space"]
+_EXPORTS = {
+    "toco_ray.tuning.checks": ("check_space", "load_space"),
+    "toco_ray.tuning.space": ("GridSpace", "OptunaSpace", "SearchSpace", "SpaceError"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULE_OF[name]), name)

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -35,9 +35,11 @@ from toco_ray.tracking import (
     provenance_tags,
     quote_filter,
 )
-from toco_ray.tuning.cluster import TrialResources
 from toco_ray.tuning.space import GridSpace, SearchSpace, parse_space
-from toco_ray.tuning.state import Sweep
+
+if TYPE_CHECKING:  # annotations only: reading a sweep back (the report) must not load Ray
+    from toco_ray.tuning.cluster import TrialResources
+    from toco_ray.tuning.state import Sweep
 
 EXPERIMENT_PREFIX = "toco-sweep-"  # MLflow experiment of a space: toco-sweep-<space name>
 SPACE_ARTIFACT = "space"  # the search-space file, logged under this artifact path of the parent run

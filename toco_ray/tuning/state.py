@@ -2,11 +2,11 @@
 
 ``sweep.json`` holds a :class:`SweepState`, read and written whole (written atomically). A session is one run of
 the sweep's driver: it is recorded when it starts (status ``RUNNING``), its end time is advanced on every trial event
-(:class:`SessionClock`, a Tune callback), and it is closed with its final status. A
-driver that dies without closing its session (SIGKILL, a lost head node) leaves it ``RUNNING`` with the time of its
-last trial event; the next session marks it ``KILLED``, so the sweep's wall time still counts it. The lock (``flock``
-on ``sweep.lock``) is held by the driver while it runs and released by the kernel however the driver ends: a second
-driver of the same sweep is refused while the first lives.
+(:func:`tick`, called by the ``SessionClock`` Tune callback of :mod:`~toco_ray.tuning.tuner`), and it is closed with
+its final status. A driver that dies without closing its session (SIGKILL, a lost head node) leaves it ``RUNNING``
+with the time of its last trial event; the next session marks it ``KILLED``, so the sweep's wall time still counts
+it. The lock (``flock`` on ``sweep.lock``) is held by the driver while it runs and released by the kernel however the
+driver ends: a second driver of the same sweep is refused while the first lives. This module needs no Ray.
 
 Example:
     >>> with sweep_lock(folder):
@@ -27,8 +27,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from ray.tune import Callback
 
 from toco_ray.atomic import atomic_write
 from toco_ray.errors import TocoError
@@ -180,29 +178,12 @@ def wall_time(state: SweepState) -> float:
     return sum(s.end - s.start for s in state.sessions)
 
 
-class SessionClock(Callback):
-    """Driver-side Tune callback: moves the running session's end time in ``sweep.json`` to now on every trial
-    start, result and end, so a driver killed without warning leaves its time up to its last trial event.
-
-    It holds only the folder (Tune pickles callbacks with its state, and a restored sweep is a new session)."""
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-
-    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        self.tick()
-
-    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        self.tick()
-
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self.tick()
-
-    def tick(self) -> None:
-        state = read_state(self.folder)
-        if state is not None and state.sessions and state.sessions[-1].status == RUNNING:
-            state.sessions[-1].end = time.time()
-            write_state(self.folder, state)
+def tick(folder: Path) -> None:
+    """Moves the running session's end time in ``sweep.json`` to now; a closed session is left as it is."""
+    state = read_state(folder)
+    if state is not None and state.sessions and state.sessions[-1].status == RUNNING:
+        state.sessions[-1].end = time.time()
+        write_state(folder, state)
 
 
 # --- one driver per sweep ---------------------------------------------------------------------------------------

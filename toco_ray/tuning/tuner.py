@@ -9,6 +9,7 @@ trials that launch a ``TorchTrainer`` do not (see :func:`build_tuner`).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import optuna
 from mlflow import MlflowClient
@@ -23,7 +24,7 @@ from toco_ray.tuning import runs
 from toco_ray.tuning.cluster import TrialResources
 from toco_ray.tuning.sampling import ConstrainedSpace
 from toco_ray.tuning.space import GridSpace, OptunaSpace
-from toco_ray.tuning.state import SessionClock, Sweep
+from toco_ray.tuning.state import Sweep, tick
 from toco_ray.tuning.trial import POINT_KEY, TrialContext, grid_config, plan_trial, run_trial
 
 # Tune snapshots its experiment state at most this often (seconds); a sweep is cheap to snapshot and a fresh
@@ -132,6 +133,28 @@ def optuna_searcher(sweep: Sweep) -> OptunaSearch:
         study.enqueue_trial(point, skip_if_exists=True)
     return OptunaSearch(space=ConstrainedSpace(space, flatten(cfg)), metric=space.metric, mode=space.mode,
                         sampler=sampler, study_name=sweep.name, storage=storage)
+
+
+class SessionClock(Callback):
+    """Driver-side Tune callback: moves the running session's end time in ``sweep.json`` to now on every trial
+    start, result and end, so a driver killed without warning leaves its time up to its last trial event.
+
+    It holds only the folder (Tune pickles callbacks with its state, and a restored sweep is a new session)."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self.tick()
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        self.tick()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self.tick()
+
+    def tick(self) -> None:
+        tick(self.folder)
 
 
 class ChildRunCloser(Callback):
