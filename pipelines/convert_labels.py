@@ -20,8 +20,8 @@ import os
 import sys
 from pathlib import Path
 
-from toco_ray.data import DatasetError
 from toco_ray.data.labels import read_reference_label_file, save_label_file
+from toco_ray.errors import EXIT_STATUS, TocoError
 
 DEFAULT_NAME = "cls_labels.npy"
 
@@ -37,15 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     dst = Path(args.out) if args.out else src.parent / DEFAULT_NAME
     if not src.is_file():
         print(f"error: label file {src} does not exist or is not a file", file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     try:
         table = read_reference_label_file(src)
         if dst.resolve() == src.resolve():
             os.replace(src, src.with_suffix(".pickled.npy"))
         save_label_file(dst, table)
-    except DatasetError as err:
+    except TocoError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     except OSError as err:
         print(f"error: cannot write {dst}: {err.strerror or err}", file=sys.stderr)
         return 1

@@ -24,13 +24,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from toco_ray.config import ConfigError
-from toco_ray.data import DatasetError
-from toco_ray.inference import CheckpointError, InferenceError, InferenceOptions, OutputError, run_inference
-from toco_ray.inference.pipeline import PlanError
-from toco_ray.tracking import TrackingError
-
-KNOWN_ERRORS = (CheckpointError, ConfigError, DatasetError, InferenceError, OutputError, PlanError, TrackingError)
+from toco_ray.errors import EXIT_STATUS, TocoError
+from toco_ray.inference import InferenceOptions, run_inference
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
@@ -117,8 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     try:
         summary = run_inference(options)
-    except KNOWN_ERRORS as err:  # a message for the user, not a traceback
-        sys.exit(f"error: {err}")
+    except TocoError as err:  # a message for the user, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_STATUS) from None
     print(f"outputs in {summary['out_dir']}", file=sys.stderr)
     return summary
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from toco_ray.tracking import TRACKING_URI_ENV, TrackingError, resolve_tracking_uri
-from toco_ray.tuning.report import REPORT_DIR, ReportError, build_report, log_report, markdown, write_report
+from toco_ray.errors import EXIT_STATUS, TocoError
+from toco_ray.tracking import TRACKING_URI_ENV, resolve_tracking_uri
+from toco_ray.tuning.report import REPORT_DIR, build_report, log_report, markdown, write_report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,13 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     missing = missing_store(uri, args.output_dir)
     if missing:
         print(f"error: {missing}", file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     client = MlflowClient(tracking_uri=uri)
     try:
         report = build_report(client, args.target)
-    except (ReportError, TrackingError) as err:
+    except TocoError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     default = Path(report.sweep_dir) / REPORT_DIR if report.sweep_dir else Path(args.output_dir) / "reports"
     folder = Path(args.out) if args.out else default
     paths = write_report(report, folder)

@@ -27,11 +27,9 @@ import sys
 from pathlib import Path
 
 from pipelines.train import SMOKE_OVERRIDES
-from toco_ray.config import ConfigError, parse_override
-from toco_ray.tracking import TrackingError
-from toco_ray.tuning.cluster import ClusterError
-from toco_ray.tuning.space import SpaceError
-from toco_ray.tuning.sweep import SweepError, SweepRequest, SweepSettings, run_sweep
+from toco_ray.config import parse_override
+from toco_ray.errors import EXIT_STATUS, TocoError
+from toco_ray.tuning.sweep import SweepRequest, SweepSettings, run_sweep
 
 INTERRUPTED = 130  # exit status of a sweep stopped by Ctrl-C (128 + SIGINT), as shells report it
 TERMINATED = 143  # ... and by SIGTERM (128 + SIGTERM), which stops it the same way
@@ -68,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_request(args: argparse.Namespace) -> SweepRequest:
+def build_request(args: argparse.Namespace, hooks: tuple = ()) -> SweepRequest:
     """The sweep described by the command line (nothing checked or started yet)."""
     overrides = dict(parse_override(text) for text in args.overrides)
     if args.data_root:
@@ -83,19 +81,20 @@ def build_request(args: argparse.Namespace) -> SweepRequest:
     return SweepRequest(
         space_path=args.space, output_dir=Path(args.output_dir), name=args.name, settings=settings,
         resume=not args.no_resume, experiment=args.experiment, ray_address=args.ray_address,
-        optuna_storage=args.optuna_storage,
+        optuna_storage=args.optuna_storage, hooks=tuple(hooks),
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, hooks: tuple = ()) -> int:
+    """The command; ``hooks``: worker-loop hooks for every trial's training (a test holds a trial with one)."""
     args = parse_args(argv)
     if not sys.stdout.isatty():  # worker lines reach a log file or pipe: no colour codes around their prefixes
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     try:
-        outcome = run_sweep(build_request(args))
-    except (ConfigError, SpaceError, SweepError, ClusterError, TrackingError) as err:
+        outcome = run_sweep(build_request(args, hooks))
+    except TocoError as err:  # a bad space, setting or resource: one line, no traceback
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     print(
         f"sweep {outcome.name}: {outcome.trials} trial(s), {outcome.errors} failed, {outcome.wall_s:.0f} s of wall "
         f"time in all sessions\n  MLflow experiment {outcome.experiment!r}, parent run {outcome.parent_run_id}\n"

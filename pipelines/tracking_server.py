@@ -25,6 +25,7 @@ import signal
 import sys
 from pathlib import Path
 
+from toco_ray.errors import EXIT_STATUS, TocoError
 from toco_ray.processes import stop_session
 from toco_ray.tracking import TRACKING_URI_ENV
 from toco_ray.tracking_server import (
@@ -35,7 +36,6 @@ from toco_ray.tracking_server import (
     READY_TIMEOUT_S,
     WILDCARD_HOSTS,
     ServerSpec,
-    TrackingServerError,
     pick_port,
     record,
     recorded,
@@ -85,18 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not 0 <= args.port <= 65535:
         print(f"error: --port must be a TCP port in 0..65535 (0: any free port), got {args.port}", file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     running = recorded(folder)
     if running:
         print(f"error: an MLflow server started from {folder} already runs at {running['uri']} (session "
               f"{running['pid']}); use it, or stop it first: python -m pipelines.tracking_server --stop "
               f"--output-dir {args.output_dir}", file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     try:
         port = args.port or pick_port(args.host)  # the port itself, not 0: the URI, the record and /health name it
-    except TrackingServerError as err:
+    except TocoError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     spec = ServerSpec.in_folder(folder, args.host, port, args.backend_store_uri, args.artifacts_destination,
                                 args.workers)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM acts as Ctrl-C: the server is stopped again
@@ -110,9 +110,9 @@ def run(args: argparse.Namespace, spec: ServerSpec, folder: Path) -> int:
     """Starts the server, then stops it (--smoke), leaves it running (--detach) or serves until stopped."""
     try:
         proc = start_server(spec, folder, timeout_s=args.timeout)
-    except TrackingServerError as err:
+    except TocoError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     except KeyboardInterrupt:
         return 130
     if args.smoke:

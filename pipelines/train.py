@@ -24,11 +24,12 @@ import sys
 import time
 from pathlib import Path
 
-from toco_ray.config import PRESETS, ConfigError, build_config, parse_override
-from toco_ray.distributed import JobError, TrainJob, launch, new_run_name, resolve_resume
+from toco_ray.config import PRESETS, build_config, parse_override
+from toco_ray.distributed import TrainJob, launch, new_run_name, resolve_resume
 from toco_ray.distributed.interrupts import TrainingInterrupted
-from toco_ray.distributed.launcher import DiskFullError
-from toco_ray.tracking import DEFAULT_EXPERIMENT, TrackingError, resolve_tracking_uri
+from toco_ray.errors import EXIT_STATUS, TocoError
+from toco_ray.metric_names import REPORT_METRICS
+from toco_ray.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri
 
 INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as shells report it; 143 after SIGTERM
 # --smoke: a handful of iterations that still cross every stage (warm-up, seg start, two evaluations, checkpoints)
@@ -128,14 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before training started: nothing to mark
         print("interrupted before training started", file=sys.stderr)
         return INTERRUPTED
-    except DiskFullError as err:
+    except TocoError as err:  # a bad value, name or resource (or a full disk): one line, no traceback
         print(f"error: {err}", file=sys.stderr)
-        return 1
-    except (ConfigError, JobError, TrackingError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     metrics = outcome.metrics
-    summary = ", ".join(f"{k} {100 * metrics[k]:.1f}" for k in ("cam_miou", "aux_cam_miou", "seg_miou") if k in metrics)
+    summary = ", ".join(f"{k} {100 * metrics[k]:.1f}" for k in REPORT_METRICS if k in metrics)
     print(
         f"done in {time.perf_counter() - started:.0f} s: {summary} (mIoU %)\n"
         f"  run {outcome.run_name}, MLflow run {outcome.mlflow_run_id}\n  checkpoint {outcome.checkpoint_path}"

@@ -1,5 +1,5 @@
-"""pipelines.gpu_check: the CPU smoke run with Ray, MLflow, pydensecrf, matplotlib, pandas and numba made absent,
-and the one-line failure when CUDA is asked for but missing."""
+"""pipelines.gpu_check: the CPU smoke run with Ray, MLflow, pydantic, pydensecrf, matplotlib, pandas and numba made
+absent, and the one-line failure when CUDA is asked for but missing."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import torch
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[1]
-ABSENT = ("ray", "mlflow", "pydensecrf", "matplotlib", "pandas", "numba")  # not installed on the GPU box
+ABSENT = ("ray", "mlflow", "pydantic", "pydensecrf", "matplotlib", "pandas", "numba")  # not installed on the GPU box
 
 # Loaded before anything else (sitecustomize): each package above looks not installed, as on the GPU box, and the
 # names of any that got imported anyway are written at exit.

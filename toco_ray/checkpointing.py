@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from toco_ray.atomic import atomic_write
+from toco_ray.errors import TocoError
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -45,7 +46,7 @@ FORMAT_VERSION = 2  # 2: RNG states as tensors and plain values, meta.json as th
 CHECKPOINT_GLOB = "checkpoint_*"  # Ray Train checkpoint folders in a run folder, named with the zero-padded iteration
 
 
-class CheckpointError(ValueError):
+class CheckpointError(TocoError, ValueError):
     """A checkpoint is missing, incomplete or damaged; the message names the file and what to do."""
 
 

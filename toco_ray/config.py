@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -31,9 +32,10 @@ from typing import Any
 import yaml
 
 from toco_ray.atomic import atomic_write
+from toco_ray.errors import TocoError
 
 
-class ConfigError(ValueError):
+class ConfigError(TocoError, ValueError):
     """A configuration key or value is invalid; the message names the key."""
 
 
@@ -518,7 +520,5 @@ def _type_name(hint: Any) -> str:
 
 
 def _suggest(key: str, known: dict[str, Any]) -> str:
-    import difflib
-
     close = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -17,7 +17,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import timm
+import torch
+
 from toco_ray.config import ConfigError, ToCoConfig, flatten
+from toco_ray.models import check_backbone_name, resolve_block_index
 from toco_ray.names import check_name
 
 AT_LEAST_ONE = ("train.global_batch", "schedule.max_iters", "schedule.log_every", "schedule.eval_every",
@@ -69,8 +73,6 @@ def check_config(cfg: ToCoConfig) -> ToCoConfig:
 
 def check_geometry(cfg: ToCoConfig) -> None:
     """Crops hold at least one patch, the local crops fit the view they are cut from, the aux block exists."""
-    from toco_ray.models import resolve_block_index
-
     depth, patch = backbone_geometry(cfg.model.backbone, cfg.model.depth, cfg.model.patch_size)
     for key in ("data.crop_size", "data.val_size", "ctc.local_crop_size"):
         value = flatten(cfg)[key]
@@ -95,11 +97,6 @@ _GEOMETRY: dict[str, tuple[int, int]] = {}
 def backbone_geometry(name: str, depth: int = 0, patch_size: int = 0) -> tuple[int, int]:
     """(blocks, patch side in pixels): the overrides when set, else timm's defaults (built on the meta device)."""
     if name not in _GEOMETRY:
-        import timm
-        import torch
-
-        from toco_ray.models import check_backbone_name
-
         check_backbone_name(name)
         with torch.device("meta"):
             model = timm.create_model(name, pretrained=False, num_classes=0)

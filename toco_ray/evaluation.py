@@ -22,12 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from toco_ray.cam import cam_to_label, multiscale_cam
+from toco_ray.metric_names import BASELINES, KINDS, baseline_miou, eval_miou, eval_pixel_acc
 from toco_ray.metrics import IoUResult, confusion_matrix, iou_from_confusion
 
 IGNORE_INDEX = 255
-KINDS = ("cam", "aux_cam", "seg")  # predictions evaluated
-# trivial baselines counted from the ground truth (see baseline_predictions)
-BASELINES = ("all_background", "image_majority", "image_largest_foreground")
 
 
 @dataclass
@@ -197,8 +195,8 @@ def eval_metrics(results: dict[str, IoUResult]) -> dict[str, float]:
     ``baseline/<name>_miou``."""
     metrics = {}
     for name in KINDS:
-        metrics[f"eval/{name}_miou"] = results[name].miou
-        metrics[f"eval/{name}_pixel_acc"] = results[name].pixel_acc
+        metrics[eval_miou(name)] = results[name].miou
+        metrics[eval_pixel_acc(name)] = results[name].pixel_acc
     for name in BASELINES:
-        metrics[f"baseline/{name}_miou"] = results[name].miou
+        metrics[baseline_miou(name)] = results[name].miou
     return metrics

@@ -14,6 +14,8 @@ import logging
 import os
 import socket
 
+import ray
+
 from toco_ray.processes import stop_orphaned_ray_processes
 
 LOOPBACK = "127.0.0.1"  # node address and dashboard of a local cluster (Ray otherwise uses the machine's IP)
@@ -27,8 +29,6 @@ def init_ray(address: str = "", resources: dict[str, float] | None = None) -> bo
     Returns:
         True if this call started or joined Ray, False if Ray was already initialised (nothing done).
     """
-    import ray
-
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS", "")

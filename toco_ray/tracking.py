@@ -39,6 +39,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
+from toco_ray.errors import TocoError
+
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_EXPERIMENT = "toco-ray"
 RUN_NAME_TAG = "toco.run_name"  # the Ray Train run name; the key a resumed run is found by
@@ -54,7 +56,7 @@ MAX_PARAM_LENGTH = 6000
 VERSIONED_PACKAGES = ("torch", "torchvision", "timm", "ray", "mlflow", "numpy", "toco-ray")
 
 
-class TrackingError(RuntimeError):
+class TrackingError(TocoError, RuntimeError):
     """The tracking store cannot be reached or used; the message names the URI and what to do."""
 
 

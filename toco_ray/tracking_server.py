@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from toco_ray.errors import TocoError
 from toco_ray.processes import pid_alive, process_start_time, start_service, stop_session
 from toco_ray.ray_cluster import LOOPBACK
 from toco_ray.tracking import ARTIFACT_DIR, DB_FILE, TrackingError, check_tracking_uri
@@ -49,7 +50,7 @@ LOG_TAIL_LINES = 15
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
-class TrackingServerError(RuntimeError):
+class TrackingServerError(TocoError, RuntimeError):
     """The server cannot start or be stopped; the message says why and what to do."""
 
 

@@ -7,6 +7,7 @@ import yaml
 
 from pipelines import sweep as sweep_cli
 from toco_ray.data.synthetic import generate_dataset
+from toco_ray.tuning.state import OptunaStudy
 from toco_ray.tuning.sweep import SweepError, SweepRequest, initial_state, prepare_sweep, write_state
 
 pytestmark = pytest.mark.unit
@@ -38,7 +39,7 @@ def test_a_new_sweep_puts_its_study_in_the_given_database(space, tmp_path):
     (tmp_path / "head").mkdir()
     sweep = prepare_sweep(request(space, tmp_path / "shared", storage))
     assert sweep.optuna_url == storage
-    assert initial_state(sweep, "parent-id")["optuna"] == {"storage": storage, "study_name": "hpo"}
+    assert initial_state(sweep, "parent-id").optuna == OptunaStudy(storage=storage, study_name="hpo")
 
 
 def test_without_a_database_the_study_stays_in_the_sweep_folder(space, tmp_path):

@@ -31,7 +31,7 @@ from toco_ray.data.synthetic import generate_dataset
 from toco_ray.processes import session_members, start_service, stop_session
 from toco_ray.ray_cluster import LOOPBACK, free_port
 from toco_ray.tracking_server import PID_FILE, READY_TIMEOUT_S
-from toco_ray.tuning.trial import ROLE_TAG
+from toco_ray.tuning.runs import ROLE_TAG
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -168,7 +168,9 @@ def test_a_smoke_sweep_submitted_to_a_two_node_cluster_is_tracked_in_mlflow(clus
         [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--working-dir", ".",
          "--submission-id", submission, "--no-wait", "--",
          "python", "-m", "pipelines.sweep", "search_spaces/quick_demo.yaml", "--smoke",
-         "--data-root", str(data_root), "--output-dir", str(out)],
+         # two Train workers per trial, as on cluster.yaml's GPU nodes (a trial of one CPU worker would train
+         # inside its trial function instead, on the worker node as well)
+         "--workers-per-trial", "2", "--data-root", str(data_root), "--output-dir", str(out)],
         cwd=REPO, env=cluster.client_env(), capture_output=True, text=True, timeout=120)
     assert submit.returncode == 0, submit.stdout + submit.stderr
 

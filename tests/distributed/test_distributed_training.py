@@ -4,11 +4,11 @@ import pytest
 import torch
 from mlflow import MlflowClient
 from ray.train import TrainingFailedError
+from train_hooks import MARKER_FILE, FailOnce
 
 from pipelines import train
 from toco_ray.checkpointing import STATE_FILE, load_checkpoint
 from toco_ray.distributed import TrainJob, launch
-from toco_ray.distributed.faults import FAULT_ITER_ENV, MARKER_FILE
 from toco_ray.distributed.probe import first_step
 from toco_ray.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri
 
@@ -117,8 +117,8 @@ def test_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(
     ray_cluster, tiny_cfg, tmp_path, monkeypatch
 ):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv(FAULT_ITER_ENV, "4")  # rank 1 exits before iteration 4; the checkpoint is at 3
-    job = _job(tiny_cfg(), tmp_path, "killed", max_failures=1)
+    # rank 1 exits before iteration 4; the checkpoint is at 3
+    job = _job(tiny_cfg(), tmp_path, "killed", max_failures=1, hooks=(FailOnce(iteration=4),))
     outcome = launch(job)
 
     assert (job.run_dir / MARKER_FILE).is_file()  # the fault did fire
@@ -136,9 +136,9 @@ def test_resume_continues_the_iteration_count_and_the_mlflow_run_from_the_last_i
     ray_cluster, tiny_cfg, tmp_path, monkeypatch
 ):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv(FAULT_ITER_ENV, "8")  # fails before iteration 8, after the checkpoints at 3 and 6
     cfg = tiny_cfg(**{"schedule.max_iters": 9})
-    job = _job(cfg, tmp_path, "resumed", max_failures=0)
+    # fails before iteration 8, after the checkpoints at 3 and 6
+    job = _job(cfg, tmp_path, "resumed", max_failures=0, hooks=(FailOnce(iteration=8),))
     with pytest.raises(TrainingFailedError):
         launch(job)
     client = MlflowClient(tracking_uri=job.tracking_uri)
@@ -147,8 +147,7 @@ def test_resume_continues_the_iteration_count_and_the_mlflow_run_from_the_last_i
     latest = job.run_dir / "checkpoint_000006" / STATE_FILE
     latest.write_bytes(latest.read_bytes()[:1000])  # case 27: the latest checkpoint damaged
 
-    monkeypatch.delenv(FAULT_ITER_ENV)
-    outcome = launch(_job(cfg, tmp_path, "resumed", resume=True))
+    outcome = launch(_job(cfg, tmp_path, "resumed", resume=True))  # no failing hook this time
     assert outcome.mlflow_run_id == run.info.run_id
     resumed = client.get_run(run.info.run_id)
     assert resumed.info.status == "FINISHED" and resumed.data.tags["restored_from_iteration"] == "3"

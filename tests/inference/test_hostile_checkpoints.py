@@ -45,7 +45,9 @@ def infer(checkpoint: Path, tmp_path: Path, capsys) -> tuple[str, str]:
         infer_main(["--checkpoint", str(checkpoint), "--serial", "--no-mlflow", "--limit", "2", "--out", str(out),
                     "--no-progress", "--output-root", str(tmp_path / "outputs")])
     except SystemExit as exit_:
-        return str(exit_.code), capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert exit_.code == 2, err  # a refused command exits 2 with its error as the last line
+        return err.strip().splitlines()[-1], err
     return "", capsys.readouterr().err
 
 

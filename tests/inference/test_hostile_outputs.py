@@ -25,13 +25,13 @@ def infer_args(checkpoint_dir: Path, out: Path, *extra: str) -> list[str]:
             "--output-root", str(out.parent / "outputs"), *extra]
 
 
-def test_case37_out_is_a_file(checkpoint_dir, tmp_path):
+def test_case37_out_is_a_file(checkpoint_dir, tmp_path, capsys):
     out = tmp_path / "out"
     out.write_text("keep me")
     with pytest.raises(SystemExit) as exit_:
         infer_main(infer_args(checkpoint_dir, out, "--limit", "1"))
-    assert exit_.value.code == (
-        f"error: output folder {out} cannot be used: [Errno 17] File exists; choose another --out")
+    assert exit_.value.code == 2 and capsys.readouterr().err == (
+        f"error: output folder {out} cannot be used: [Errno 17] File exists; choose another --out\n")
     assert out.read_text() == "keep me"
 
 
@@ -59,7 +59,7 @@ def run_on_tmpfs(tmp_path: Path, checkpoint_dir: Path, mount_options: str, *extr
 @needs_unshare
 def test_case38_out_on_a_read_only_file_system(checkpoint_dir, tmp_path):
     out, done = run_on_tmpfs(tmp_path, checkpoint_dir, "ro,size=1m", "--limit", "1")
-    assert "rc=1" in done.stdout
+    assert "rc=2" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == (
         f"error: output folder {out} cannot be used: [Errno 30] Read-only file system; choose another --out")
     assert "Traceback" not in done.stderr
@@ -68,7 +68,7 @@ def test_case38_out_on_a_read_only_file_system(checkpoint_dir, tmp_path):
 @needs_unshare
 def test_case39_out_on_a_full_disk_leaves_no_partial_file(checkpoint_dir, tmp_path):
     out, done = run_on_tmpfs(tmp_path, checkpoint_dir, "size=48k", "--save-probs", "--limit", "8")
-    assert "rc=1" in done.stdout, done.stderr
+    assert "rc=2" in done.stdout, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: cannot write to output folder {out}: ") and "0.0 MiB free there); free" in last
     assert "Traceback" not in done.stderr
@@ -90,12 +90,13 @@ def test_case48_a_tracking_store_that_is_not_sqlite(tmp_path, tiny_cfg, monkeypa
 
 
 @pytest.mark.parametrize("split", ["../../../evil", "val/../../evil"])
-def test_case40_a_split_name_that_leaves_its_folder_is_refused(checkpoint_dir, tmp_path, split):
+def test_case40_a_split_name_that_leaves_its_folder_is_refused(checkpoint_dir, tmp_path, split, capsys):
     # the split list was read from outside the data root and <split>-seg/ written outside --output-root; now the
-    # name is refused first (sys.exit with the line: exit status 1, as every refused infer option)
+    # name is refused first (one line, exit status 2, as every refused option of every command)
     root = tmp_path / "outputs" / "x"
     with pytest.raises(SystemExit) as exit_:
         infer_main(["--checkpoint", str(checkpoint_dir), "--split", split, "--output-root", str(root), "--serial",
                     "--no-mlflow", "--no-progress", "--limit", "1"])
-    assert exit_.value.code == f"error: --split {split!r} is not a valid name: use {ALPHABET}"
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: --split {split!r} is not a valid name: use {ALPHABET}\n"
     assert list(tmp_path.iterdir()) == []  # nothing inside the output root, nothing beside it

@@ -185,13 +185,14 @@ def test_cam_pseudo_labels_match_between_paths_and_use_only_present_classes(
     assert 0 < metrics["pseudo"]["coverage"] <= 1 and "coverage" not in metrics["cam"]
 
 
-def test_cli_smoke_with_a_random_network(tmp_path):
+def test_cli_smoke_with_a_random_network(tmp_path, capsys):
     summary = infer_main(["--checkpoint", "random", "--smoke", "--crf", "--serial", "--out", str(tmp_path / "smoke"),
                           "--output-root", str(tmp_path), "--no-mlflow", "--no-progress"])
     assert (summary["num_done"], summary["smoke"], summary["final_kind"]) == (4, True, "seg_crf")
     assert len(list((tmp_path / "smoke" / "overlays").glob("*.png"))) == 4
-    with pytest.raises(SystemExit, match="needs --smoke"):
+    with pytest.raises(SystemExit) as exit_:
         infer_main(["--checkpoint", "random", "--no-mlflow"])
+    assert exit_.value.code == 2 and "needs --smoke" in capsys.readouterr().err
 
 
 def test_results_are_logged_to_mlflow_under_the_training_run(checkpoint_dir, tmp_path, tiny_cfg, mlflow_uri):

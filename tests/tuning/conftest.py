@@ -41,7 +41,7 @@ def sweep_ray():
 @pytest.fixture
 def context(tmp_path):
     """A trial context for a 2 × 2 grid (``loss.w_ptc`` × seeds) with an MLflow store in ``tmp_path``."""
-    from toco_ray.tuning.space import load_space
+    from toco_ray.tuning import load_space
     from toco_ray.tuning.trial import TrialContext
 
     path = tmp_path / "demo.yaml"

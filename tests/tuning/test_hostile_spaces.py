@@ -6,7 +6,7 @@ import pytest
 from space_files import SPACES, write
 
 from pipelines.sweep import main as sweep_main
-from toco_ray.tuning.space import SpaceError, load_space
+from toco_ray.tuning import SpaceError, load_space
 
 pytestmark = pytest.mark.unit
 

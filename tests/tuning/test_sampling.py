@@ -5,8 +5,8 @@ import pytest
 from space_files import SPACES, write
 
 from toco_ray.config import flatten
+from toco_ray.tuning import load_space
 from toco_ray.tuning.sampling import ConstrainedSpace
-from toco_ray.tuning.space import load_space
 
 pytestmark = pytest.mark.unit
 

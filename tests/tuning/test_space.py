@@ -4,8 +4,7 @@ import pytest
 from space_files import SPACES, write
 
 from toco_ray.config import flatten
-from toco_ray.tuning import paper
-from toco_ray.tuning.space import SpaceError, load_space
+from toco_ray.tuning import SpaceError, load_space, paper
 
 pytestmark = pytest.mark.unit
 
@@ -134,6 +133,25 @@ def test_grid_points_enumerate_rows_then_seeds_with_unique_slugs():
          "paper: {table: 5b, rows: {65: '64'}}\n",
          "key 'paper.rows': '65' is not a row of this sweep"),
         ("base: {preset: synthetic}\nkind: grid\n", "kind: grid needs `grid` or `variants`"),
+        # a NaN bound, a negative log bound, a key given twice inside `search`, a top level that is not a mapping
+        ("base: {preset: synthetic}\nkind: optuna\nsearch: {loss.w_ptc: {type: float, low: .nan, high: 1}}\n",
+         "key 'search.loss.w_ptc.low' must be a finite number, got nan"),
+        ("base: {preset: synthetic}\nkind: optuna\nsearch: {loss.w_ptc: {type: loguniform, low: -0.1, high: 1}}\n",
+         "key 'search.loss.w_ptc.low' must be above 0.0, got -0.1"),
+        ("base: {preset: synthetic}\nkind: optuna\nsearch:\n  loss.w_ptc: {type: float, low: 0.1, high: 1}\n"
+         "  loss.w_ptc: {type: float, low: 0.2, high: 1}\n",
+         "not valid YAML: found duplicate key 'loss.w_ptc' at line 5, column 3"),
+        ("- base: {preset: synthetic}\n- kind: grid\n",
+         "the top level must be a mapping with at least the keys `base` and `kind`, got list"),
+        # keys of the other kind, and of the other parameter types, name their kind
+        ("base: {preset: synthetic}\nkind: optuna\nvariants: [{name: a}]\n"
+         "search: {loss.w_ptc: {type: float, low: 0, high: 1}}\n", "key 'variants' does not apply to kind: optuna"),
+        ("base: {preset: synthetic}\nkind: optuna\nsearch: {loss.w_ptc: {type: loguniform, low: 0.1, high: 1, "
+         "step: 0.1}}\n", "unknown key 'search.loss.w_ptc.step' for type loguniform"),
+        ("base: {preset: synthetic}\nkind: optuna\nsearch: {cam.high_thre: {type: float, low: 0.9, high: 0.4}}\n",
+         "key 'search.cam.high_thre': low (0.9) must be below high (0.4)"),
+        ("base: {preset: synthetic}\nkind: grid\nseeds: [0, true]\ngrid: {loss.w_ptc: [0.1]}\n",
+         "key 'seeds[1]' must be an integer, got True"),
     ],
 )
 def test_bad_spaces_fail_at_load_naming_the_key(tmp_path, text, message):

@@ -7,8 +7,9 @@ import pytest
 from mlflow import MlflowClient
 
 from toco_ray.tracking import end_run, start_run
-from toco_ray.tuning.sweep import ChildRunCloser
-from toco_ray.tuning.trial import STOPPED_TAG, grid_config, plan_trial
+from toco_ray.tuning.runs import STOPPED_TAG
+from toco_ray.tuning.trial import grid_config, plan_trial
+from toco_ray.tuning.tuner import ChildRunCloser
 
 pytestmark = pytest.mark.unit
 

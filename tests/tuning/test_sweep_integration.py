@@ -16,12 +16,12 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow import MlflowClient
+from train_hooks import HOLD_MARKER
 
 from pipelines import report as report_cli
-from toco_ray.distributed.faults import HOLD_ENV, HOLD_MARKER
 from toco_ray.tracking import resolve_tracking_uri
+from toco_ray.tuning.runs import OPTUNA_NUMBER_TAG, ROLE_TAG, ROW_TAG, SEED_TAG, STOPPED_TAG, TRIAL_ID_TAG
 from toco_ray.tuning.sweep import SweepRequest, SweepSettings, read_state, run_sweep
-from toco_ray.tuning.trial import OPTUNA_NUMBER_TAG, ROLE_TAG, ROW_TAG, SEED_TAG, STOPPED_TAG, TRIAL_ID_TAG
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,6 +34,10 @@ TWO_POINT_GRID = """
 """
 KILL_DEADLINE_S = 600  # bounded polling while the sweep to be killed runs
 REPO = Path(__file__).resolve().parents[2]
+# pipelines.sweep with a hold hook: the second grid point's training waits before iteration 4 (after its checkpoint
+# at 3) until the sweep is killed
+HELD_SWEEP = ("import sys; from train_hooks import HoldBefore; from pipelines.sweep import main; "
+              "sys.exit(main(sys.argv[1:], hooks=(HoldBefore('-p01-', 3),)))")
 
 
 def sweep(space: Path, out: Path, **settings):
@@ -156,7 +160,7 @@ def test_killed_sweep_resumes_without_rerunning_a_finished_trial(sweep_ray, writ
 
     outcome = sweep(space, tmp_path)
     state = read_state(tmp_path / "sweeps" / "killed")
-    assert outcome.parent_run_id == state["parent_run_id"] == before.data.tags["mlflow.parentRunId"]
+    assert outcome.parent_run_id == state.parent_run_id == before.data.tags["mlflow.parentRunId"]
     runs = {r.info.run_name: r for r in trial_runs(client, outcome.parent_run_id)}
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs.values())
     after = runs[finished.info.run_name]
@@ -167,10 +171,10 @@ def test_killed_sweep_resumes_without_rerunning_a_finished_trial(sweep_ray, writ
         assert steps(client, run.info.run_id, "loss/total") == list(range(1, MAX_ITERS + 1))
         assert steps(client, run.info.run_id, "eval/cam_miou") == [3, MAX_ITERS]
     assert client.get_run(outcome.parent_run_id).info.status == "FINISHED"
-    killed, resumed_session = state["sessions"]  # the killed driver's session counts up to its last trial event
-    assert killed["status"] == "KILLED" and killed["end"] > killed["start"] and killed["pid"] == first.pid
-    assert resumed_session["status"] == "FINISHED" and resumed_session["start"] >= killed["end"]
-    assert outcome.wall_s == pytest.approx(sum(s["end"] - s["start"] for s in state["sessions"]))
+    killed, resumed_session = state.sessions  # the killed driver's session counts up to its last trial event
+    assert killed.status == "KILLED" and killed.end > killed.start and killed.pid == first.pid
+    assert resumed_session.status == "FINISHED" and resumed_session.start >= killed.end
+    assert outcome.wall_s == pytest.approx(sum(s.end - s.start for s in state.sessions))
 
 
 def test_ctrl_c_marks_the_sweep_and_the_cut_off_trial_killed_and_says_so(sweep_ray, write_space, tmp_path,
@@ -197,10 +201,13 @@ def test_ctrl_c_marks_the_sweep_and_the_cut_off_trial_killed_and_says_so(sweep_r
 def start_sweep_holding_its_second_trial(space: Path, out: Path) -> subprocess.Popen:
     """``pipelines.sweep`` in its own process group (log in ``out/first.log``); the hold hook stops its second
     trial before iteration 4, after the checkpoint at 3, until the sweep is killed."""
-    command = [sys.executable, "-m", "pipelines.sweep", str(space), "--output-dir", str(out)]
+    command = [sys.executable, "-c", HELD_SWEEP, str(space), "--output-dir", str(out)]
+    tests = str(REPO / "tests")  # where train_hooks is
+    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get(
+        "PYTHONPATH")]))}
     with (out / "first.log").open("w") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "RAY_ADDRESS": "", HOLD_ENV: "-p01-@3"})
+                                env=env)
 
 
 def wait_for_one_finished_and_one_held(client, process, sweep_dir: Path) -> tuple:

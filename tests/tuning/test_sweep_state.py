@@ -9,14 +9,16 @@ import pytest
 from pipelines.sweep import main as sweep_main
 from toco_ray.tuning.state import (
     LOCK_FILE,
-    SessionClock,
+    Session,
     SweepError,
+    SweepState,
     close_session,
     open_session,
     read_state,
     sweep_lock,
     write_state,
 )
+from toco_ray.tuning.tuner import SessionClock
 
 pytestmark = pytest.mark.unit
 
@@ -48,19 +50,19 @@ def test_case47_a_second_sweep_of_one_name_is_refused_before_ray_starts(tmp_path
 
 
 def test_a_session_left_running_by_a_killed_driver_is_marked_killed_and_still_counted():
-    state = {"sessions": [{"start": 100.0, "end": 145.0, "status": "RUNNING", "pid": 1}]}  # killed at its 45 s mark
+    state = SweepState(sessions=[Session(start=100.0, end=145.0, status="RUNNING", pid=1)])  # killed at its 45 s mark
     open_session(state, started=1000.0)
-    assert state["sessions"][0]["status"] == "KILLED"
-    assert state["sessions"][1] == {"start": 1000.0, "end": 1000.0, "status": "RUNNING", "pid": os.getpid()}
+    assert state.sessions[0].status == "KILLED"
+    assert state.sessions[1] == Session(start=1000.0, end=1000.0, status="RUNNING", pid=os.getpid())
     total = close_session(state, "FINISHED")
-    assert state["sessions"][1]["status"] == "FINISHED" and state["sessions"][1]["end"] > 1000.0
-    assert total == 45.0 + (state["sessions"][1]["end"] - 1000.0)
+    assert state.sessions[1].status == "FINISHED" and state.sessions[1].end > 1000.0
+    assert total == 45.0 + (state.sessions[1].end - 1000.0)
 
 
 def test_the_session_clock_moves_the_running_sessions_end_and_leaves_a_closed_one(tmp_path):
-    write_state(tmp_path, {"sessions": [{"start": 0.0, "end": 0.0, "status": "RUNNING", "pid": 1}]})
+    write_state(tmp_path, SweepState(sessions=[Session(start=0.0, end=0.0, status="RUNNING", pid=1)]))
     SessionClock(tmp_path).tick()
-    assert read_state(tmp_path)["sessions"][0]["end"] > 0.0
-    write_state(tmp_path, {"sessions": [{"start": 0.0, "end": 5.0, "status": "FINISHED", "pid": 1}]})
+    assert read_state(tmp_path).sessions[0].end > 0.0
+    write_state(tmp_path, SweepState(sessions=[Session(start=0.0, end=5.0, status="FINISHED", pid=1)]))
     SessionClock(tmp_path).tick()
-    assert read_state(tmp_path)["sessions"][0]["end"] == 5.0
+    assert read_state(tmp_path).sessions[0].end == 5.0

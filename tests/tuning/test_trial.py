@@ -4,7 +4,8 @@ import pytest
 from mlflow import MlflowClient
 
 from toco_ray.tracking import start_run
-from toco_ray.tuning.trial import final_report, grid_config, plan_trial
+from toco_ray.tuning.runs import final_report
+from toco_ray.tuning.trial import grid_config, plan_trial
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ views turn them into normalised tensors (:mod:`toco_ray.data.views`).
 """
 
 from toco_ray.data.base import SegDataset
-from toco_ray.data.build import build_dataset
+from toco_ray.data.build import build_dataset, class_names
 from toco_ray.data.coco import COCODataset
 from toco_ray.data.errors import DatasetError
 from toco_ray.data.labels import IGNORE_INDEX, labels_from_mask
@@ -37,6 +37,7 @@ __all__ = [
     "VOCDataset",
     "ViewDataset",
     "build_dataset",
+    "class_names",
     "collate",
     "denormalize",
     "ensure_default_dataset",

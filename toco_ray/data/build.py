@@ -6,7 +6,7 @@ from toco_ray.config import DataConfig
 from toco_ray.data.base import SegDataset
 from toco_ray.data.coco import COCODataset
 from toco_ray.data.errors import DatasetError
-from toco_ray.data.synthetic import SyntheticDataset, SyntheticStyle
+from toco_ray.data.synthetic import CLASS_NAMES, SyntheticDataset, SyntheticStyle
 from toco_ray.data.voc import VOCDataset
 
 DATASETS = ("voc", "coco", "synthetic")
@@ -53,3 +53,9 @@ def build_dataset(cfg: DataConfig, split: str, num_classes: int, limit: int = 0)
         )
     reader = VOCDataset if cfg.dataset == "voc" else COCODataset
     return reader(cfg.root, split, num_classes, **kwargs)
+
+
+def class_names(cfg: DataConfig, num_classes: int) -> list[str] | None:
+    """Foreground class names of the configured dataset for tables and figures, when the data layer knows them
+    (the synthetic set's; None: ``class1..classC``)."""
+    return list(CLASS_NAMES) if cfg.dataset == "synthetic" and num_classes == len(CLASS_NAMES) else None

@@ -22,8 +22,3 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> Path:
     """``np.save`` without pickle to a temporary file in the same folder, then rename: readers never see half a
     file, and the file never holds Python objects (it loads with ``allow_pickle=False``)."""
     return atomic_write(path, lambda fh: np.save(fh, np.asarray(array), allow_pickle=False))
-
-
-def is_writable_dir(path: Path) -> bool:
-    """True when files can be created in ``path`` (it exists and permissions allow it)."""
-    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)

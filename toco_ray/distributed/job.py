@@ -16,7 +16,9 @@ from pathlib import Path
 from toco_ray.config import ToCoConfig
 from toco_ray.config_checks import check_config
 from toco_ray.data import DatasetError, build_dataset
+from toco_ray.distributed.hooks import TrainHook
 from toco_ray.distributed.loaders import per_worker_batch
+from toco_ray.errors import TocoError
 from toco_ray.models import check_backbone_name
 from toco_ray.names import check_name
 from toco_ray.tracking import DEFAULT_EXPERIMENT, TrackingError, check_tracking_uri
@@ -25,7 +27,7 @@ RUNS_DIR = "runs"  # Ray Train storage path inside the output folder: one sub-fo
 CONFIG_FILE = "config.yaml"  # the resolved config, saved in the run folder
 
 
-class JobError(ValueError):
+class JobError(TocoError, ValueError):
     """The job cannot start; the message says what was wrong and what to do."""
 
 
@@ -49,6 +51,7 @@ class TrainJob:
         parent_run_id: MLflow parent run (a sweep's), or empty.
         ray_address: Ray cluster to join; empty = ``$RAY_ADDRESS`` or a new local cluster.
         tags: extra MLflow tags of the run (e.g. a sweep trial's identity), set when it starts or resumes.
+        hooks: worker-loop hooks of the run, after MLflow's (:mod:`~toco_ray.distributed.hooks`).
     """
 
     cfg: ToCoConfig
@@ -65,6 +68,7 @@ class TrainJob:
     parent_run_id: str = ""
     ray_address: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    hooks: tuple[TrainHook, ...] = ()
 
     @property
     def storage_path(self) -> Path:

@@ -1,10 +1,14 @@
-"""Launches a ToCo training job on Ray Train (``TorchTrainer``): validate, track, start workers, wait.
+"""Launches a ToCo training job: validate, track, train, end the run.
 
 Order matters: everything that can be wrong with the job is checked before a worker starts
 (:func:`~toco_ray.distributed.job.validate_job`, then the cluster's resources), the MLflow run is created (or
-found again when resuming) and given its params, tags and resolved config, and only then is the trainer fitted.
-Ray Train restarts a failed worker group from the latest checkpoint up to ``max_failures`` times; resuming a run
-by name reuses its storage folder, where Ray Train finds that checkpoint.
+found again when resuming) and given its params, tags and resolved config, and only then does training start.
+
+:func:`launch` fits a ``TorchTrainer`` (Ray Train): it restarts a failed worker group from the latest checkpoint up
+to ``max_failures`` times, and resuming a run by name reuses its storage folder, where Ray Train finds that
+checkpoint. :func:`train_in_process` runs one CPU worker in the calling process instead (a sweep trial of one
+worker, inside its Tune trial function): the same worker loop and checkpoints, without a trainer, controller and
+worker process to start and tear down.
 
 Example:
     >>> job = TrainJob(cfg=build_config("synthetic"), output_dir=Path("outputs").resolve(),
@@ -18,20 +22,27 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
 from toco_ray.checkpointing import CHECKPOINT_GLOB, check_committed, intact_checkpoints
 from toco_ray.config import apply_overrides, flatten, load_yaml, save_yaml
+from toco_ray.data import class_names
 from toco_ray.data.cache import CACHE_ENV
-from toco_ray.distributed.faults import forwarded_env
 from toco_ray.distributed.interrupts import fit_interruptibly
 from toco_ray.distributed.job import CONFIG_FILE, JobError, TrainJob, auto_workers, validate_job
 from toco_ray.distributed.loaders import per_worker_batch
-from toco_ray.distributed.loop import WorkerSpec, train_loop_per_worker
+from toco_ray.distributed.loop import WorkerLoop, WorkerSpec
+from toco_ray.distributed.mlflow_hook import MLflowHook
 from toco_ray.distributed.progress import say
+from toco_ray.distributed.ray_worker import train_loop_per_worker
+from toco_ray.distributed.session import LocalSession
 from toco_ray.ray_cluster import init_ray
 from toco_ray.tracking import (
     RunLogger,
@@ -87,18 +98,63 @@ def launch(job: TrainJob, callbacks: Sequence[Any] = (), end_on_error: bool = Tr
     try:
         result = fit_interruptibly(build_trainer(job, run_id, cpus, callbacks).fit)
     except BaseException as err:
-        disk_full = disk_full_message(job, err)  # frees the space a cut-short checkpoint copy took first
-        if end_on_error:
-            end_run(job.tracking_uri, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
-        if disk_full:
-            raise DiskFullError(disk_full) from None
+        end_failed(job, run_id, err, end_on_error)
         raise
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
-    logger = RunLogger(job.tracking_uri, run_id)
+    return finish(job, run_id, checkpoint, dict(result.metrics or {}))
+
+
+def train_in_process(job: TrainJob, report: Callable[[dict[str, Any]], None],
+                     end_on_error: bool = True) -> TrainOutcome:
+    """Validates the job and trains its one CPU worker in this process; checkpoints go straight into the run folder
+    and every evaluation's report to ``report`` (a sweep trial passes ``tune.report``).
+
+    ``max_failures`` does not apply: there is no worker group to restart (a sweep's Tune retries the trial, which
+    resumes from the run folder). ``end_on_error`` as in :func:`launch`.
+
+    Raises:
+        JobError: the job cannot start, or asks for more than one worker or for a GPU.
+    """
+    validate_job(job)
+    if job.workers > 1 or job.gpus_per_worker:
+        raise JobError(f"training in process takes one CPU worker; this job asks for {job.workers} worker(s) × "
+                       f"{job.gpus_per_worker:g} GPU (use launch)")
+    cpus = job.cpus_per_worker or 1.0
+    run_id = open_tracking(job)
+    say(f"run {job.run_name}: 1 worker × {cpus:g} CPU in this process, global batch {job.cfg.train.global_batch}, "
+        f"{job.cfg.schedule.max_iters} iterations; MLflow {job.tracking_uri} (run {run_id})")
+    reports: list[dict[str, Any]] = []
+
+    def keep_and_report(metrics: dict[str, Any]) -> None:
+        reports.append(metrics)
+        report(metrics)
+
+    session = LocalSession(job.run_dir, job.keep_checkpoints, keep_and_report)
+    try:
+        WorkerLoop(worker_spec(job, run_id, cpus), session).run()
+    except BaseException as err:  # a Tune stop ends the trial with SystemExit: its run is the sweep's to end
+        end_failed(job, run_id, err, end_on_error)
+        raise
+    intact = intact_checkpoints(job.run_dir, warn=False)
+    return finish(job, run_id, str(intact[0]) if intact else None, reports[-1] if reports else {})
+
+
+def finish(job: TrainJob, run_id: str, checkpoint: str | None, metrics: dict[str, Any]) -> TrainOutcome:
+    """Records the final checkpoint and ends the MLflow run ``FINISHED``."""
     if checkpoint:
-        logger.set_tags({"checkpoint.final": checkpoint})
+        RunLogger(job.tracking_uri, run_id).set_tags({"checkpoint.final": checkpoint})
     end_run(job.tracking_uri, run_id, "FINISHED")
-    return TrainOutcome(job.run_name, run_id, checkpoint, dict(result.metrics or {}))
+    return TrainOutcome(job.run_name, run_id, checkpoint, metrics)
+
+
+def end_failed(job: TrainJob, run_id: str, err: BaseException, end_on_error: bool) -> None:
+    """After training raised ``err``: frees a cut-short checkpoint copy first, marks the run ``FAILED``
+    (``KILLED`` after Ctrl-C or SIGTERM) when ``end_on_error``, and turns a full disk into a :class:`DiskFullError`."""
+    disk_full = disk_full_message(job, err)
+    if end_on_error:
+        end_run(job.tracking_uri, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+    if disk_full:
+        raise DiskFullError(disk_full) from None
 
 
 class DiskFullError(JobError):
@@ -141,8 +197,6 @@ def resolve_resume(job: TrainJob, overrides: dict[str, Any]) -> TrainJob:
 def resolve_workers(job: TrainJob) -> TrainJob:
     """``workers = 0``: one worker per GPU slot (``--gpus-per-worker``) or CPU slot, reduced to a divisor of the
     global batch. On CPU, several single-threaded workers beat one multi-threaded worker on small models."""
-    import ray
-
     if job.workers:
         return job
     total = ray.cluster_resources()
@@ -157,8 +211,6 @@ def resolve_workers(job: TrainJob) -> TrainJob:
 
 def check_cluster(job: TrainJob) -> float:
     """CPUs per worker; raises :class:`JobError` if the cluster cannot host the workers (Ray would wait forever)."""
-    import ray
-
     total = ray.cluster_resources()
     cpus = job.cpus_per_worker or max(1.0, float(int(total.get("CPU", 1) // job.workers)))
     need_cpu = cpus * job.workers
@@ -179,26 +231,13 @@ def check_cluster(job: TrainJob) -> float:
 def build_trainer(job: TrainJob, mlflow_run_id: str, cpus_per_worker: float, callbacks: Sequence[Any] = ()):
     """The ``TorchTrainer``: gloo on CPU, NCCL on GPU (Ray Train's default per device), checkpoints kept in the
     run folder, ``max_failures`` worker-group restarts."""
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    spec = WorkerSpec(
-        cfg=job.cfg,
-        run_name=job.run_name,
-        run_dir=str(job.run_dir),
-        tracking_uri=job.tracking_uri,
-        mlflow_run_id=mlflow_run_id,
-        cpus_per_worker=cpus_per_worker,
-        class_names=class_names(job.cfg),
-    )
     resources = {"CPU": cpus_per_worker}
     if job.gpus_per_worker:
         resources["GPU"] = job.gpus_per_worker
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-    env.update(forwarded_env())
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec},
+        train_loop_config={"spec": worker_spec(job, mlflow_run_id, cpus_per_worker)},
         scaling_config=ScalingConfig(
             num_workers=job.workers, use_gpu=job.gpus_per_worker > 0, resources_per_worker=resources
         ),
@@ -214,14 +253,18 @@ def build_trainer(job: TrainJob, mlflow_run_id: str, cpus_per_worker: float, cal
     )
 
 
-def class_names(cfg) -> list[str] | None:
-    """Foreground class names of the configured dataset, when the data layer knows them."""
-    import toco_ray.data as data
-
-    if cfg.data.dataset == "synthetic":
-        return list(data.CLASS_NAMES)
-    names = getattr(data, f"{cfg.data.dataset.upper()}_CLASS_NAMES", None)
-    return list(names) if names is not None and len(names) == cfg.model.num_classes else None
+def worker_spec(job: TrainJob, mlflow_run_id: str, cpus_per_worker: float) -> WorkerSpec:
+    """What every worker gets: the config, the run, and the hooks (MLflow's first when the run is tracked)."""
+    tracking = (MLflowHook(job.tracking_uri, mlflow_run_id),) if mlflow_run_id else ()
+    return WorkerSpec(
+        cfg=job.cfg,
+        run_name=job.run_name,
+        run_dir=str(job.run_dir),
+        mlflow_run_id=mlflow_run_id,
+        cpus_per_worker=cpus_per_worker,
+        class_names=class_names(job.cfg.data, job.cfg.model.num_classes),
+        hooks=(*tracking, *job.hooks),
+    )
 
 
 # --- MLflow ----------------------------------------------------------------------------------------------

@@ -1,17 +1,21 @@
-"""The per-worker training loop run by Ray Train's ``TorchTrainer`` (one process per worker, DDP between them).
+"""The per-worker training loop: one process per worker, DDP between them, run by a :class:`~.session.Session`.
 
-Stages, each a method of :class:`WorkerLoop`: set up (seeds per rank, device, data, objective wrapped in DDP),
-restore (from the run's latest checkpoint when Ray Train restarts a failed worker group or a run is resumed),
+Stages, each a method of :class:`WorkerLoop`: set up (seeds per rank, device, data, objective wrapped for data
+parallelism), restore (from the run's latest checkpoint when a failed worker group restarts or a run is resumed),
 then per iteration: one :func:`~toco_ray.engine.train_step`; every ``schedule.log_every`` iterations the loss
-terms, averaged over workers, are logged; every ``schedule.eval_every`` iterations (and at the end) the val split
-is evaluated on all workers, the confusion matrices are summed across them, figures are logged, and a checkpoint
-is reported to Ray Train. Only rank 0 prints and logs to MLflow; every rank calls ``ray.train.report``.
+terms, averaged over workers, make a log line; every ``schedule.eval_every`` iterations (and at the end) the val
+split is evaluated on all workers, the confusion matrices are summed across them, and a checkpoint is reported.
+Only rank 0 prints and writes.
+
+What attaches to training does so through hooks (:mod:`~toco_ray.distributed.hooks`): MLflow logging, and in tests
+a worker that dies or holds. This module imports neither Ray nor MLflow: a Ray Train worker runs it through
+:mod:`~toco_ray.distributed.ray_worker`, a one-worker sweep trial in its own process through
+:class:`~toco_ray.distributed.session.LocalSession`.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import math
 import os
 import shutil
@@ -21,11 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import ray.train
-import ray.train.torch
 import torch
-from ray.train import CheckpointConsistencyMode
 
 from toco_ray.checkpointing import (
     CheckpointError,
@@ -38,9 +38,8 @@ from toco_ray.checkpointing import (
     seed_everything,
 )
 from toco_ray.config import ToCoConfig, flatten
-from toco_ray.data import denormalize
 from toco_ray.distributed import comm, progress
-from toco_ray.distributed.faults import maybe_fail, maybe_hold
+from toco_ray.distributed.hooks import TrainHook
 from toco_ray.distributed.loaders import (
     TrainStream,
     per_worker_batch,
@@ -50,99 +49,47 @@ from toco_ray.distributed.loaders import (
     val_views,
     with_loader_workers,
 )
+from toco_ray.distributed.session import Session
 from toco_ray.engine import autocast_dtype, build_objective, to_device, train_step, unwrap
-from toco_ray.evaluation import KINDS, eval_metrics, eval_mode, evaluate, predict, summarize
-from toco_ray.models import PAIR_KINDS, token_similarity_by_pair, weights_tags
-from toco_ray.optim import build_optimizer, build_scheduler
-from toco_ray.tracking import RunLogger, device_tags
-from toco_ray.visualize import (
-    cam_overlay_figure,
-    class_names_or_default,
-    confusion_figure,
-    iou_table,
-    oversmoothing_figure,
+from toco_ray.evaluation import EvalCounts, eval_metrics, eval_mode, evaluate, summarize
+from toco_ray.metric_names import (
+    EVAL_NUM_IMAGES,
+    LEARNING_RATE,
+    REPORT_ITERATION,
+    REPORT_LOSS,
+    REPORT_METRICS,
+    THROUGHPUT,
+    loss_metric,
+    oversmoothing_key,
+    oversmoothing_metric,
 )
-
-# Keys of the metrics every rank passes to ray.train.report at each evaluation (what a Tune search reads).
-REPORT_ITERATION = "iteration"
-REPORT_METRICS = {"cam_miou": "eval/cam_miou", "aux_cam_miou": "eval/aux_cam_miou", "seg_miou": "eval/seg_miou"}
-REPORT_LOSS = "loss"
-# Metric prefix (and history key) of each over-smoothing curve: all token pairs, then the cross-class pair types.
-OVERSMOOTHING_KEYS = {"all": "oversmoothing", **{kind: f"oversmoothing_{kind}" for kind in PAIR_KINDS}}
+from toco_ray.metrics import IoUResult
+from toco_ray.models import token_similarity_by_pair
+from toco_ray.optim import build_optimizer, build_scheduler
+from toco_ray.visualize import class_names_or_default
 
 
 @dataclass
 class WorkerSpec:
-    """What every worker needs to know about the run (sent once through ``train_loop_config``).
+    """What every worker needs to know about the run (sent once, pickled, to each worker).
 
     Attributes:
         cfg: the resolved experiment config.
-        run_name: the Ray Train run name (also the MLflow run's ``toco.run_name`` tag).
-        run_dir: the run's folder in the storage path (checkpoints, fault-hook marker).
-        tracking_uri: MLflow tracking URI.
-        mlflow_run_id: the MLflow run rank 0 logs into; empty = no MLflow logging.
+        run_name: the run's name (also the MLflow run's ``toco.run_name`` tag).
+        run_dir: the run's folder (checkpoints).
+        mlflow_run_id: the MLflow run, recorded in each checkpoint's ``meta.json`` (empty: untracked).
         cpus_per_worker: torch intra-op threads of each worker on CPU.
         class_names: foreground class names for tables and figures (None = ``class1..classC``).
+        hooks: called at each stage of the loop, in order (:mod:`~toco_ray.distributed.hooks`).
     """
 
     cfg: ToCoConfig
     run_name: str
     run_dir: str
-    tracking_uri: str = ""
     mlflow_run_id: str = ""
     cpus_per_worker: float = 1.0
     class_names: list[str] | None = None
-
-
-@dataclass
-class WorkerContext:
-    """This worker's place in the group."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def is_chief(self) -> bool:
-        return self.rank == 0
-
-
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Entry point given to ``TorchTrainer``: ``config = {"spec": WorkerSpec}``."""
-    spec: WorkerSpec = config["spec"]
-    WorkerLoop(spec, current_worker(spec)).run()
-
-
-def current_worker(spec: WorkerSpec) -> WorkerContext:
-    """Rank, world size and device from Ray Train's context; CPU workers get ``cpus_per_worker`` threads."""
-    ctx = ray.train.get_context()
-    device = ray.train.torch.get_device()
-    quiet_report_logs()
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, int(spec.cpus_per_worker)))
-    return WorkerContext(ctx.get_world_rank(), ctx.get_world_size(), device)
-
-
-def quiet_report_logs() -> None:
-    """Keeps Ray Train's one-line-per-report INFO log off the console (progress lines say the same, readably).
-
-    That log goes through a logger named by its module's file path, which ``LoggingConfig(log_level=...)`` does
-    not reach, so its level is raised here; nothing else is affected.
-    """
-    try:
-        from ray.train.v2._internal.execution import context as train_context
-    except ImportError:  # a Ray version without that module: nothing to quiet
-        return
-    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
-
-
-def wrap_objective(objective: torch.nn.Module) -> torch.nn.Module:
-    """Moves the objective to this worker's device and wraps it in DDP when there are several workers.
-
-    ``find_unused_parameters``: loss terms switch on over the schedule (seg/reg after ``seg_start_iter``), so
-    some parameters receive no gradient in some iterations.
-    """
-    return ray.train.torch.prepare_model(objective, parallel_strategy_kwargs={"find_unused_parameters": True})
+    hooks: tuple[TrainHook, ...] = ()
 
 
 @dataclass
@@ -164,20 +111,53 @@ class PeriodStats:
         return {k: self.sums[k] / self.counts[k] for k in self.sums}
 
 
-class WorkerLoop:
-    """One worker's training run; see the module docstring for the stages."""
+@dataclass
+class Evaluation:
+    """One evaluation, as the ``after_eval`` hooks see it.
 
-    def __init__(self, spec: WorkerSpec, worker: WorkerContext):
-        self.spec, self.worker, self.cfg = spec, worker, spec.cfg
+    Attributes:
+        done: iterations trained.
+        model: the network (unwrapped), in train mode.
+        counts: confusion matrices summed over workers.
+        results: IoU per prediction kind and baseline.
+        metrics: ``eval/*`` and ``baseline/*``; on rank 0 also the over-smoothing curves and ``eval/num_images``.
+        probes: rank 0: the fixed probe images (collated), or None.
+    """
+
+    done: int
+    model: torch.nn.Module
+    counts: EvalCounts
+    results: dict[str, IoUResult]
+    metrics: dict[str, float]
+    probes: dict | None = None
+
+
+class WorkerLoop:
+    """One worker's training run; see the module docstring for the stages.
+
+    Args:
+        spec: the run.
+        session: what runs this worker (Ray Train's, or :class:`~.session.LocalSession`).
+    """
+
+    def __init__(self, spec: WorkerSpec, session: Session):
+        self.spec, self.session, self.cfg = spec, session, spec.cfg
+        self.worker = session.worker(spec.cpus_per_worker)
         self.names = class_names_or_default(spec.class_names, self.cfg.model.num_classes)
-        self.logger: RunLogger | None = None
-        self.history: dict[str, Any] = {"oversmoothing": {}}
+        self.history: dict[str, Any] = {oversmoothing_key("all"): {}}
         self.last_loss = math.nan
+        self.restored_from: int | None = None  # the iteration of the checkpoint this run continued from
+        self.device_names: list[str] = []  # every rank's device, by rank
+
+    def call_hooks(self, stage: str, *args: Any) -> None:
+        for hook in self.spec.hooks:
+            getattr(hook, stage)(self, *args)
 
     # --- set-up ------------------------------------------------------------------------------------------
     def run(self) -> None:
         self.setup()
         start = self.restore()
+        self.call_hooks("before_train", start)
         self.train(start)
 
     def setup(self) -> None:
@@ -192,17 +172,14 @@ class WorkerLoop:
         self.train_set = train_views(cfg)
         self.val_set = val_views(cfg)
         self.autocast = autocast_dtype(cfg.train.autocast, worker.device)
-        names = comm.gather_objects(device_name(worker.device))
-        if worker.is_chief and self.spec.mlflow_run_id:
-            self.logger = RunLogger(self.spec.tracking_uri, self.spec.mlflow_run_id)
-            self.logger.set_tags({**device_tags(names), **weights_tags(self.objective.model.backbone)})
+        self.device_names = comm.gather_objects(device_name(worker.device))
 
     def restore(self) -> int:
-        """Loads the latest checkpoint if Ray Train has one for this run; returns the iteration to start at."""
-        checkpoint = ray.train.get_checkpoint()
+        """Loads the checkpoint the session resumes from, if any; returns the iteration to start at."""
+        with self.session.latest_checkpoint() as folder:
+            state = self.load_restorable(folder) if folder is not None else None
         start = 0
-        if checkpoint is not None:
-            state = self.load_restorable(checkpoint)
+        if state is not None:
             self.objective.load_state_dict(state.model)
             self.optimizer.load_state_dict(state.optimizer)
             self.scheduler.load_state_dict(state.scheduler)
@@ -211,47 +188,46 @@ class WorkerLoop:
                 restore_rng(state.rng[self.worker.rank], self.objective.generator)
             else:  # a different worker count cannot reuse per-rank streams; derive fresh ones
                 seed_everything(self.cfg.train.seed + self.worker.rank + state.iteration)
-            start = state.iteration
+            start = self.restored_from = state.iteration
             if self.worker.is_chief:
                 progress.say(f"resumed from checkpoint at iteration {start} ({self.spec.run_name})")
-            if self.logger:
-                self.logger.set_tags({"restored_from_iteration": start})
-        self.ddp = wrap_objective(self.objective)
+        self.ddp = self.session.wrap(self.objective)
         return start
 
-    def load_restorable(self, checkpoint) -> TrainingState:
-        """The state of Ray Train's latest checkpoint or, if that one is damaged, of the newest intact checkpoint
-        in the run folder (with a warning naming the damaged file)."""
-        with checkpoint.as_directory() as folder:
-            try:
-                return load_checkpoint(folder)
-            except CheckpointError as err:
-                damaged, latest = err, Path(folder).name
-        for folder in intact_checkpoints(self.spec.run_dir, warn=self.worker.is_chief):
-            if folder.name >= latest:
+    def load_restorable(self, folder: Path) -> TrainingState:
+        """The state of the checkpoint in ``folder`` or, if that one is damaged, of the newest intact checkpoint
+        before it in the run folder (with a warning naming the damaged file)."""
+        try:
+            return load_checkpoint(folder)
+        except CheckpointError as err:
+            damaged, latest = err, Path(folder).name
+        for older in intact_checkpoints(self.spec.run_dir, warn=self.worker.is_chief):
+            if older.name >= latest:
                 continue
             try:
-                state = load_checkpoint(folder)
+                state = load_checkpoint(older)
             except CheckpointError as err:
                 if self.worker.is_chief:
-                    progress.say(f"warning: skipping {folder.name}: {err}")
+                    progress.say(f"warning: skipping {older.name}: {err}")
                 continue
             if self.worker.is_chief:
-                progress.say(f"warning: {damaged}; resuming from {folder.name} instead")
+                progress.say(f"warning: {damaged}; resuming from {older.name} instead")
             return state
         raise damaged
 
     # --- training ----------------------------------------------------------------------------------------
+    def stream(self, start: int) -> TrainStream:
+        """This worker's training batches from iteration ``start`` on."""
+        return TrainStream(self.train_set, self.cfg, self.worker.rank, self.worker.world_size, start_iteration=start)
+
     def train(self, start: int) -> None:
-        cfg, worker = self.cfg, self.worker
-        schedule = cfg.schedule
-        stream = TrainStream(self.train_set, cfg, worker.rank, worker.world_size, start_iteration=start)
-        self.clock = progress.Clock(start, schedule.max_iters, cfg.train.global_batch)
+        schedule = self.cfg.schedule
+        stream = self.stream(start)
+        self.clock = progress.Clock(start, schedule.max_iters, self.cfg.train.global_batch)
         period = PeriodStats()
         for iteration in range(start, schedule.max_iters):
-            maybe_fail(iteration, worker.rank, worker.world_size, self.spec.run_dir)
-            maybe_hold(iteration, self.spec.run_dir)
-            batch = to_device(next(stream), worker.device)
+            self.call_hooks("before_step", iteration)
+            batch = to_device(next(stream), self.worker.device)
             period.add(train_step(self.ddp, self.optimizer, self.scheduler, batch, iteration, self.autocast))
             self.clock.tick()
             done = iteration + 1
@@ -264,110 +240,71 @@ class WorkerLoop:
                 self.clock.resume(paused)
 
     def log_period(self, done: int, period: PeriodStats) -> None:
-        """Loss terms averaged over the period and over workers; rank 0 logs them and prints a line."""
+        """Loss terms averaged over the period and over workers, to the hooks; rank 0 prints a line."""
         losses = comm.mean_of_dicts(comm.gather_objects(period.means()))
         images_per_s, eta = self.clock.close_period()
         self.last_loss = losses.get("total", math.nan)
-        if not self.worker.is_chief:
-            return
-        metrics = {f"loss/{k}": v for k, v in losses.items()}
-        metrics["lr"] = period.lr
+        metrics = {loss_metric(k): v for k, v in losses.items()}
+        metrics[LEARNING_RATE] = period.lr
         if math.isfinite(images_per_s):
-            metrics["throughput/images_per_s"] = images_per_s
-        if self.logger:
-            self.logger.log_metrics(metrics, step=done)
-        progress.say(progress.train_line(done, self.cfg.schedule.max_iters, losses, period.lr, images_per_s, eta))
+            metrics[THROUGHPUT] = images_per_s
+        self.call_hooks("after_log", done, metrics)
+        if self.worker.is_chief:
+            progress.say(progress.train_line(done, self.cfg.schedule.max_iters, losses, period.lr, images_per_s, eta))
 
     # --- evaluation and checkpoints ----------------------------------------------------------------------
     def evaluate_and_checkpoint(self, done: int) -> None:
         started = time.perf_counter()
-        model = unwrap(self.ddp).model
-        loader = val_loader(self.val_set, self.cfg, self.worker.rank, self.worker.world_size)
-        cfg = self.cfg
-        local = evaluate(
-            model, loader, cfg.model.num_classes, cfg.cam.eval_bkg, cfg.cam.scales, self.worker.device, self.autocast
-        )
+        evaluation = self.evaluate(done)
+        self.call_hooks("after_eval", evaluation)
+        if self.worker.is_chief:
+            progress.say(progress.eval_line(done, evaluation.metrics, time.perf_counter() - started))
+        report = self.report(done, evaluation.metrics)
+        self.call_hooks("after_checkpoint", done, report)
+
+    def evaluate(self, done: int) -> Evaluation:
+        """The val split on every worker, counts summed over workers; rank 0 adds the probe images' curves."""
+        cfg, model = self.cfg, unwrap(self.ddp).model
+        loader = val_loader(self.val_set, cfg, self.worker.rank, self.worker.world_size)
+        local = evaluate(model, loader, cfg.model.num_classes, cfg.cam.eval_bkg, cfg.cam.scales, self.worker.device,
+                         self.autocast)
         counts = local.with_stacked(comm.sum_tensor(local.stacked(), self.worker.device))
         results = summarize(counts)
-        metrics = eval_metrics(results)
+        evaluation = Evaluation(done, model, counts, results, eval_metrics(results))
         if self.worker.is_chief:
-            self.log_evaluation(done, model, counts, results, metrics)
-            progress.say(progress.eval_line(done, metrics, time.perf_counter() - started))
-        self.report(done, metrics)
-
-    def log_evaluation(self, done: int, model, counts, results, metrics: dict[str, float]) -> None:
-        """Rank 0: eval metrics, CAM overlays of the probe images, over-smoothing curve, confusion matrices."""
-        probes = probe_batch(self.val_set, self.cfg.eval.num_probe_images)
-        smooth = {} if probes is None else oversmoothing_metrics(self.probe_oversmoothing(model, probes, done))
-        metrics = {**metrics, **smooth, "eval/num_images": counts.num_images}
-        if self.logger is None:
-            return
-        self.logger.log_metrics(metrics, step=done)
-        if probes is not None:
-            self.logger.log_figure(self.probe_figure(model, probes, done), f"cam_overlays/iter_{done:06d}.png")
-            cross_class = {kind: self.history.get(OVERSMOOTHING_KEYS[kind], {}) for kind in PAIR_KINDS}
-            figure = oversmoothing_figure(self.history["oversmoothing"], cross_class)
-            self.logger.log_figure(figure, "figures/oversmoothing.png")
-        conf = {name: counts.matrices[name] for name in KINDS}
-        self.logger.log_figure(confusion_figure(conf, self.names), f"confusion/iter_{done:06d}.png")
-        if done == self.cfg.schedule.max_iters:
-            self.log_final_tables(results, counts)
+            probes = evaluation.probes = probe_batch(self.val_set, cfg.eval.num_probe_images)
+            if probes is not None:
+                evaluation.metrics.update(oversmoothing_metrics(self.probe_oversmoothing(model, probes, done)))
+            evaluation.metrics[EVAL_NUM_IMAGES] = counts.num_images
+        return evaluation
 
     def probe_oversmoothing(self, model, probes: dict, done: int) -> dict[str, list[float]]:
         """Per-block token similarity of the probe images, all pairs and each cross-class pair type (the latter
-        NaN when a probe image has no mask); recorded in the history for the figure."""
+        NaN when a probe image has no mask); recorded in the history, which checkpoints carry."""
         masks = None if any(m is None for m in probes["mask"]) else probes["mask"]
         with eval_mode(model):
             curves = token_similarity_by_pair(model, probes["image"].to(self.worker.device), masks, model.patch_size)
         for kind, curve in curves.items():
-            self.history.setdefault(OVERSMOOTHING_KEYS[kind], {})[done] = curve
+            self.history.setdefault(oversmoothing_key(kind), {})[done] = curve
         return curves
 
-    def probe_figure(self, model, probes: dict, done: int):
-        images = probes["image"].to(self.worker.device)
-        labels = probes["label"].to(self.worker.device)
-        masks = probes["mask"]
-        with eval_mode(model):
-            sizes = [m.shape[-2:] for m in masks]
-            preds = predict(model, images, labels, sizes, self.cfg.cam.eval_bkg, self.cfg.cam.scales, self.autocast)
-        return cam_overlay_figure(
-            denormalize(images.cpu()),
-            preds.cams.cpu(),
-            preds.aux_cams.cpu(),
-            labels.cpu(),
-            masks,
-            preds.seg,
-            probes["name"],
-            title=f"iteration {done}",
-        )
-
-    def log_final_tables(self, results, counts) -> None:
-        per_class = {name: results[name].per_class for name in KINDS}
-        table = iou_table(per_class, self.names)
-        self.logger.log_text(table, "final/per_class_iou.md")
-        self.logger.log_dict(
-            {name: {cls: _finite_or_none(v) for cls, v in zip(self.names, results[name].per_class)} for name in KINDS},
-            "final/per_class_iou.json",
-        )
-        self.logger.log_dict({name: counts.matrices[name].tolist() for name in KINDS}, "final/confusion.json")
-        progress.say("per-class IoU (%):\n" + table)
-
-    def report(self, done: int, metrics: dict[str, float]) -> None:
-        """Every rank reports; rank 0 attaches the checkpoint, written atomically into a temporary folder."""
+    def report(self, done: int, metrics: dict[str, float]) -> dict[str, float]:
+        """Every rank reports; rank 0 attaches the checkpoint, written atomically into a temporary folder. Returns
+        once the checkpoint is committed (a worker dying soon after restarts from it, not from the previous one)."""
         report = {REPORT_ITERATION: done, REPORT_LOSS: self.last_loss}
         report.update({key: metrics[name] for key, name in REPORT_METRICS.items()})
         rng = comm.gather_objects(capture_rng(self.objective.generator))
-        if self.worker.is_chief:
-            self.report_checkpoint(done, report, rng)
-        else:
-            ray.train.report(report, checkpoint=None)
-        # Reports are consumed by the controller asynchronously: wait until this checkpoint is committed, or a
-        # worker dying soon after would restart the group from the previous one (or from scratch).
-        ray.train.get_all_reported_checkpoints(consistency_mode=CheckpointConsistencyMode.COMMITTED)
+        if not self.worker.is_chief:
+            self.session.report(report, None, "")
+            return report
+        with tempfile.TemporaryDirectory(prefix="toco-ckpt-") as folder:
+            save_checkpoint(folder, self.training_state(done, rng), self.checkpoint_meta())
+            check_room(Path(folder), Path(self.spec.run_dir))
+            self.session.report(report, Path(folder), f"checkpoint_{done:06d}")
+        return report
 
-    def report_checkpoint(self, done: int, report: dict[str, float], rng: list[dict[str, Any]]) -> None:
-        """Rank 0: writes the training state into a temporary folder and reports it as the run's checkpoint."""
-        state = TrainingState(
+    def training_state(self, done: int, rng: list[dict[str, Any]]) -> TrainingState:
+        return TrainingState(
             iteration=done,
             model=self.objective.state_dict(),
             optimizer=self.optimizer.state_dict(),
@@ -376,24 +313,18 @@ class WorkerLoop:
             history=self.history,
             world_size=self.worker.world_size,
         )
-        meta = {
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {
             "run_name": self.spec.run_name,
             "mlflow_run_id": self.spec.mlflow_run_id,
             "config": {k: list(v) if isinstance(v, tuple) else v for k, v in flatten(self.cfg).items()},
         }
-        with tempfile.TemporaryDirectory(prefix="toco-ckpt-") as folder:
-            save_checkpoint(folder, state, meta)
-            check_room(Path(folder), Path(self.spec.run_dir))
-            ray.train.report(
-                report,
-                checkpoint=ray.train.Checkpoint.from_directory(folder),
-                checkpoint_dir_name=f"checkpoint_{done:06d}",
-            )
 
 
 def check_room(checkpoint: Path, run_dir: Path) -> None:
-    """Raises ENOSPC before Ray Train copies ``checkpoint`` into ``run_dir`` when it cannot fit, rather than
-    leaving a cut-short copy (which readers would skip, but which holds the space the MLflow store needs)."""
+    """Raises ENOSPC before ``checkpoint`` is copied into ``run_dir`` when it cannot fit, rather than leaving a
+    cut-short copy (which readers would skip, but which holds the space the MLflow store needs)."""
     need = sum(f.stat().st_size for f in checkpoint.iterdir() if f.is_file())
     run_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(run_dir).free
@@ -407,7 +338,7 @@ def oversmoothing_metrics(curves: dict[str, list[float]]) -> dict[str, float]:
     A NaN block (the probe images hold no pair of that type) is left out: a missing point, not a fake value.
     """
     return {
-        f"{OVERSMOOTHING_KEYS[kind]}/block_{block + 1:02d}": value
+        oversmoothing_metric(kind, block): value
         for kind, curve in curves.items()
         for block, value in enumerate(curve)
         if not math.isnan(value)
@@ -429,7 +360,3 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return os.uname().machine
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 
 from toco_ray.engine import LOSS_TERMS
+from toco_ray.metric_names import baseline_miou, eval_miou
 
 EMA_DECAY = 0.8  # smoothing of the per-iteration time behind the ETA
 
@@ -47,10 +48,10 @@ def eval_line(iteration: int, metrics: Mapping[str, float], seconds: float) -> s
         return f"{100 * metrics[key]:.1f}" if key in metrics else "–"
 
     return (
-        f"eval @ {iteration} | CAM {pct('eval/cam_miou')} | aux CAM {pct('eval/aux_cam_miou')} | "
-        f"seg {pct('eval/seg_miou')} mIoU | baselines: all-bg {pct('baseline/all_background_miou')}, "
-        f"majority {pct('baseline/image_majority_miou')}, "
-        f"largest-fg {pct('baseline/image_largest_foreground_miou')} | {seconds:.1f} s"
+        f"eval @ {iteration} | CAM {pct(eval_miou('cam'))} | aux CAM {pct(eval_miou('aux_cam'))} | "
+        f"seg {pct(eval_miou('seg'))} mIoU | baselines: all-bg {pct(baseline_miou('all_background'))}, "
+        f"majority {pct(baseline_miou('image_majority'))}, "
+        f"largest-fg {pct(baseline_miou('image_largest_foreground'))} | {seconds:.1f} s"
     )
 
 

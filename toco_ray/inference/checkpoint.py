@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from torch import nn
 
 from toco_ray.checkpointing import (
@@ -197,9 +199,6 @@ def _mlflow_run_id(reference: str) -> str | None:
 
 
 def _run_dir_of(run_id: str, tracking_uri: str) -> Path:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     try:
         run = MlflowClient(tracking_uri=tracking_uri or None).get_run(run_id)
     except MlflowException as err:

@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
-from toco_ray.atomic import atomic_write  # noqa: F401  (part of this module's API)
+from toco_ray.atomic import atomic_write
 from toco_ray.data.palette import voc_palette
+from toco_ray.errors import TocoError
 
 RUN_FILE = "run.json"
 RECORDS_DIR = "records"
@@ -41,7 +44,7 @@ SUMMARY_FILE = "summary.json"
 LABEL_KINDS = ("seg", "seg_crf", "pseudo", "pseudo_crf")  # the <kind>/ folders of label maps
 
 
-class OutputError(RuntimeError):
+class OutputError(TocoError, RuntimeError):
     """The output folder cannot be used for this run; the message says why and what to do."""
 
 
@@ -115,9 +118,6 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
 
 def write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
     """Writes flat dict rows (scalars and int lists) as one Parquet table."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     table = pa.Table.from_pylist(rows)
     return atomic_write(path, lambda fh: pq.write_table(table, fh))
 

@@ -31,6 +31,7 @@ import torch
 
 from toco_ray.data.base import SegDataset
 from toco_ray.data.errors import DatasetError
+from toco_ray.errors import TocoError
 from toco_ray.inference.checkpoint import build_inference_model
 from toco_ray.inference.steps import InferenceTask, finish_item, infer_item, read_item, refine_item
 
@@ -38,7 +39,7 @@ MAX_CPUS_PER_WORKER = 1.0  # default CPU reservation of an inference actor (its 
 SCORE_FIELDS = {"seg": ("probs",), "cam": ("cams", "aux_cams")}
 
 
-class PlanError(ValueError):
+class PlanError(TocoError, ValueError):
     """The requested workers do not fit the cluster; the message names the resources."""
 
 

@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from toco_ray.inference.outputs import OutputLayout, atomic_write, write_parquet
+from toco_ray.atomic import atomic_write
+from toco_ray.inference.outputs import OutputLayout, write_parquet
 from toco_ray.inference.steps import PARTIAL_KINDS, InferenceTask, dense_confusion
 from toco_ray.metrics import iou_from_confusion
+from toco_ray.tracking import DEFAULT_EXPERIMENT, RunLogger, end_run, provenance_tags, start_run
 from toco_ray.visualize import colorize_mask, iou_table
 
 STAGES = ("read", "infer", "crf", "write")
@@ -171,11 +175,6 @@ def log_to_mlflow(
     when that run is in this store; otherwise into the default experiment, with ``toco.training_run_id`` still
     recording the link.
     """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from toco_ray.tracking import DEFAULT_EXPERIMENT, RunLogger, end_run, provenance_tags, start_run
-
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment, tags = DEFAULT_EXPERIMENT, {"toco.kind": "inference"}
     if parent_run_id:

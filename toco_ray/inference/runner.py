@@ -22,14 +22,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import ray
 import torch
 
 from toco_ray.config import ToCoConfig, apply_overrides, build_config, flatten
 from toco_ray.config_checks import check_config
-from toco_ray.data import DatasetError, build_dataset, generate_dataset
+from toco_ray.data import DatasetError, build_dataset, class_names, generate_dataset
 from toco_ray.data.base import SegDataset
+from toco_ray.errors import TocoError
 from toco_ray.inference.checkpoint import CheckpointInfo, build_inference_model, load_model, resolve_checkpoint
 from toco_ray.inference.outputs import (
     OutputError,
@@ -39,6 +41,7 @@ from toco_ray.inference.outputs import (
     write_json,
     write_jsonl,
 )
+from toco_ray.inference.pipeline import StagePlan, plan_stages, run_pipeline
 from toco_ray.inference.progress import ProgressBar
 from toco_ray.inference.report import (
     build_summary,
@@ -51,22 +54,18 @@ from toco_ray.inference.report import (
 )
 from toco_ray.inference.steps import InferenceTask, process_item, read_item
 from toco_ray.names import check_name
+from toco_ray.ray_cluster import init_ray
+from toco_ray.tracking import artifact_root, check_tracking_uri, is_local_store, resolve_tracking_uri
 from toco_ray.visualize import class_names_or_default
-
-if TYPE_CHECKING:  # the Ray-specific module is imported only when Ray Data runs
-    from toco_ray.inference.pipeline import StagePlan
 
 RANDOM_CHECKPOINT = "random"  # with --smoke only: a randomly initialised synthetic-preset network
 SMOKE_PRESET = "synthetic"
 SMOKE_IMAGES = 4  # images per split in --smoke mode
 SMOKE_SEED = 0  # seeds the random network and the generated smoke data
-# A local cluster's node address and dashboard are on loopback (not every Ray port: see ray_cluster); address
-# "local" because without an address ray.init joins the cluster named in /tmp/ray/ray_current_cluster (left by
-# any earlier `ray start` on the machine, even a stopped one).
 LOGGED_SETTINGS = ("checkpoint", "split", "mode", "scales", "crf", "engine")  # MLflow params infer.<key>
 
 
-class InferenceError(RuntimeError):
+class InferenceError(TocoError, RuntimeError):
     """The run cannot go on (bad input without --skip-bad, bad options); the message says what and where."""
 
 
@@ -127,8 +126,6 @@ def run_inference(options: InferenceOptions) -> dict[str, Any]:
             if plan is None:
                 run_serial(task, dataset, pending, model, _serial_device(options), collector)
             else:
-                from toco_ray.inference.pipeline import run_pipeline
-
                 run_pipeline(task, dataset, pending, model, plan, collector)
         except OSError as err:  # a full or read-only disk; every file written so far is complete (atomic writes)
             raise OutputError(
@@ -146,11 +143,6 @@ def compute_session(options: InferenceOptions, needed: bool = True) -> Iterator[
     if options.serial or not needed:
         yield None
         return
-    import ray
-
-    from toco_ray.inference.pipeline import plan_stages
-    from toco_ray.ray_cluster import init_ray
-
     started = init_ray(options.ray_address)
     try:
         yield plan_stages(ray.cluster_resources(), options.workers, options.gpus_per_worker,
@@ -292,8 +284,6 @@ def checked_options(options: InferenceOptions) -> InferenceOptions:
 
 def resolve_tracking(options: InferenceOptions) -> str:
     """The MLflow tracking URI (checked now, before any work, when results will be logged)."""
-    from toco_ray.tracking import check_tracking_uri, resolve_tracking_uri
-
     uri = options.tracking_uri or resolve_tracking_uri(options.output_root)
     if options.mlflow:
         check_tracking_uri(uri)
@@ -326,7 +316,7 @@ def finish_run(
     write_results(layout, records, task.kinds)
     if options.skip_bad or collector.failures:
         write_jsonl(layout.failures, collector.failures)
-    class_names = class_names_or_default(_foreground_names(task.cfg), task.cfg.model.num_classes)
+    classes = class_names_or_default(class_names(task.cfg.data, task.cfg.model.num_classes), task.cfg.model.num_classes)
     run = run_description(options, task, dataset, names, info, plan)
     run.update({
         "num_done": len(records),
@@ -336,14 +326,12 @@ def finish_run(
         "skipped": [f["name"] for f in collector.failures],
         "throughput": throughput(collector.timings, wall_s, collector.first_s),
     })
-    summary = build_summary(task, records, class_names, run)
+    summary = build_summary(task, records, classes, run)
     write_json(layout.summary, summary)
     count = task.cfg.eval.num_probe_images if options.overlays is None else options.overlays
     overlays = write_overlays(layout, task, [read_item(dataset, dataset.names.index(n)) for n in finished[:count]])
     print("\n".join(summary_lines(summary)) + "\n" + per_class_table(summary), file=sys.stdout)
     if options.mlflow:
-        from toco_ray.tracking import artifact_root, is_local_store
-
         location = artifact_root(options.output_root) if is_local_store(tracking_uri) else None
         params = {**flatten(task.cfg), **{f"infer.{k}": v for k, v in run.items() if k in LOGGED_SETTINGS}}
         summary["mlflow_run_id"] = log_to_mlflow(tracking_uri, summary, layout, overlays, run["training_run_id"],
@@ -380,8 +368,3 @@ def run_description(
         "smoke": options.smoke,
     }
 
-
-def _foreground_names(cfg: ToCoConfig) -> list[str] | None:
-    from toco_ray.distributed.launcher import class_names
-
-    return class_names(cfg)

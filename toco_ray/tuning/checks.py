@@ -1,19 +1,59 @@
-"""Checks of a parsed search space against the typed config, run before any trial starts.
+"""Loading a search space: its file read and parsed (:mod:`~toco_ray.tuning.space`), then checked against the
+typed config before any trial starts.
 
 The config is built for every grid point, both ends of every range and every choice (so a wrongly typed value fails
 with its key), constraints are checked on every point and their feasibility on every range pair, ``model.aux_layer``
-is resolved against the backbone's depth, and an ASHA grace period must end before the schedule does. Each failure
-is a :class:`~toco_ray.tuning.space.SpaceError` naming the key.
+is resolved against the backbone's depth, an ASHA grace period must end before the schedule does, and the paper rows
+must be rows of the sweep. Each failure is a :class:`~toco_ray.tuning.space.SpaceError` naming the file and the key.
+
+Example:
+    >>> space = load_space("search_spaces/toco_hpo.yaml", {"data.root": "/data/VOC2012"})
+    >>> space.kind, space.trial_count()
+    ('optuna', 40)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from toco_ray.config import ConfigError, ToCoConfig, flatten
+import yaml
+
+from toco_ray.config import ConfigError, ToCoConfig, describe_yaml_error, flatten, read_text, yaml_load
+from toco_ray.config_checks import check_config
 from toco_ray.tuning.sampling import sampling_order
-from toco_ray.tuning.space import Constraint, SearchSpace, SpaceError, format_value
+from toco_ray.tuning.space import Constraint, OptunaSpace, SearchSpace, SpaceError, format_value, parse_space
+
+
+def load_space(path: str | Path, extra: Mapping[str, Any] | None = None) -> SearchSpace:
+    """Reads, parses and checks a search-space YAML file (schema: :mod:`toco_ray.tuning.space`).
+
+    Args:
+        path: the YAML file.
+        extra: command-line overrides every trial will get (checked with the space's own).
+
+    Raises:
+        SpaceError: anything wrong with the file, naming the file and the key.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SpaceError(f"search space {path} does not exist (the shipped ones are in search_spaces/)")
+    try:
+        text = read_text(path, "search space")
+    except ConfigError as err:
+        raise SpaceError(str(err)) from None
+    try:
+        data = yaml_load(text)
+    except yaml.YAMLError as err:
+        raise SpaceError(f"{path}: not valid YAML: {describe_yaml_error(err)}") from None
+    try:
+        space = parse_space(data, name=path.stem, path=str(path), text=text)
+        check_paper_rows(space)
+        check_space(space, extra)
+    except SpaceError as err:
+        raise SpaceError(f"{path}: {err}") from None
+    return space
 
 
 def check_space(space: SearchSpace, extra: Mapping[str, Any] | None = None) -> None:
@@ -69,13 +109,14 @@ def _check_search(space: SearchSpace, base: ToCoConfig, extra: Mapping[str, Any]
 
 def _check_constraint_keys(space: SearchSpace, base: ToCoConfig) -> None:
     known = flatten(base)
+    searched = space.search if isinstance(space, OptunaSpace) else {}
     for constraint in space.constraints:
         for key in (constraint.lower, constraint.upper):
             if key not in known:
                 raise SpaceError(f"constraint '{constraint}': unknown config key {key!r}")
             if not isinstance(known[key], (int, float)) or isinstance(known[key], bool):
                 raise SpaceError(f"constraint '{constraint}': config key {key!r} is not a number")
-            if key in space.search and not space.search[key].numeric:
+            if key in searched and not searched[key].numeric:
                 raise SpaceError(f"constraint '{constraint}': search.{key} is categorical; constrain ranges only")
 
 
@@ -131,8 +172,6 @@ def check_paper_rows(space: SearchSpace) -> None:
 
 def check_model(cfg: ToCoConfig, where: str) -> None:
     """Every value in range (:func:`~toco_ray.config_checks.check_config`), ``model.aux_layer`` inside the backbone."""
-    from toco_ray.config_checks import check_config
-
     try:
         check_config(cfg)
     except ConfigError as err:

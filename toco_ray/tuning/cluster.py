@@ -1,9 +1,11 @@
 """The Ray cluster a sweep runs on, and how its resources are split between concurrent trials.
 
-Each trial is a Tune function that only waits on its ``TorchTrainer``; the Train workers hold the CPUs/GPUs. The
-trial function therefore asks for no CPU but for one unit of a custom ``trial_slot`` resource (Tune rejects a
-trial that asks for nothing), which a local cluster is started with. On two CPUs, two trials × one CPU each
-would leave nothing for their workers: the workers' CPUs are sized from the cluster, never from constants.
+A trial of several workers (or on GPUs) is a Tune function that only waits on its ``TorchTrainer``; the Train
+workers hold the CPUs/GPUs. That trial function therefore asks for no CPU but for one unit of a custom
+``trial_slot`` resource (Tune rejects a trial that asks for nothing), which a local cluster is started with. A
+trial of one CPU worker trains in its Tune function's own process, which then asks for that worker's CPUs. On two
+CPUs, two trials × one CPU each would leave nothing for their workers: the workers' CPUs are sized from the
+cluster, never from constants.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from toco_ray.errors import TocoError
 from toco_ray.ray_cluster import init_ray
 
 TRIAL_SLOT = "trial_slot"
@@ -19,7 +22,7 @@ WAITING_CPU = 0.01
 MIN_CPUS_PER_WORKER = 2  # automatic concurrency: each worker gets at least this many CPUs (compute + loading)
 
 
-class ClusterError(RuntimeError):
+class ClusterError(TocoError, RuntimeError):
     """The cluster cannot host the requested trials; the message says what to change."""
 
 
@@ -38,7 +41,7 @@ class TrialResources:
         workers: Ray Train workers per trial.
         cpus_per_worker: CPUs reserved by each worker (its torch threads).
         gpus_per_worker: GPUs per worker (0 = CPU with gloo).
-        trial_fn: what the Tune function itself asks for (``tune.with_resources``).
+        trial_fn: what a Tune function that waits on its ``TorchTrainer`` asks for.
     """
 
     max_concurrent: int
@@ -46,6 +49,15 @@ class TrialResources:
     cpus_per_worker: float
     gpus_per_worker: float
     trial_fn: dict[str, float]
+
+    @property
+    def in_process(self) -> bool:
+        """One CPU worker: the trial trains in its own process, with no trainer to start and tear down."""
+        return self.workers == 1 and not self.gpus_per_worker
+
+    def trial_request(self) -> dict[str, float]:
+        """What the Tune function asks for (``tune.with_resources``): the worker's CPUs when it trains itself."""
+        return {"CPU": self.cpus_per_worker} if self.in_process else dict(self.trial_fn)
 
     def describe(self) -> str:
         gpu = f" × {self.gpus_per_worker:g} GPU" if self.gpus_per_worker else ""

@@ -22,40 +22,27 @@ import csv
 import io
 import math
 import statistics
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from toco_ray.config import yaml_load
-from toco_ray.tracking import quote_filter
-from toco_ray.tuning import paper
-from toco_ray.tuning.space import SearchSpace, parse_space
-from toco_ray.tuning.trial import (
-    OPTUNA_NUMBER_TAG,
-    REPORTED_TAG,
-    ROLE_TAG,
-    ROW_TAG,
-    SEED_TAG,
-    STOPPED_TAG,
-    SWEEP_TAG,
-    TRIAL_ID_TAG,
-)
+import optuna
+from matplotlib.figure import Figure
+from mlflow import MlflowClient
 
-COLUMN_METRICS = {"M": "eval/cam_miou", "M^m": "eval/aux_cam_miou", "Seg": "eval/seg_miou"}
+from toco_ray.metric_names import eval_miou, report_key
+from toco_ray.tuning import paper, runs
+from toco_ray.tuning.space import SearchSpace
+
+# the paper's columns: M (final CAM), M^m (auxiliary CAM), Seg (segmentation branch), each a prediction kind's mIoU
+COLUMN_KINDS = {"M": "cam", "M^m": "aux_cam", "Seg": "seg"}
+COLUMN_METRICS = {column: eval_miou(kind) for column, kind in COLUMN_KINDS.items()}
 # A column applies to a trial only when the loss that trains it is on (Table 4 leaves the others empty).
 COLUMN_WEIGHTS = {"M^m": "loss.w_cls_aux", "Seg": "loss.w_seg"}
-OBJECTIVE_COLUMN = {"cam_miou": "M", "aux_cam_miou": "M^m", "seg_miou": "Seg"}
-THROUGHPUT_METRIC = "throughput/images_per_s"
-WALL_METRIC = "sweep/wall_s"
+OBJECTIVE_COLUMN = {report_key(kind): column for column, kind in COLUMN_KINDS.items()}
 REPORT_DIR = "report"
 DASH = "–"
-
-
-class ReportError(LookupError):
-    """The sweep cannot be found or read; the message says what was looked for."""
 
 
 @dataclass
@@ -82,6 +69,7 @@ class TrialRecord:
     iteration: int
     wall_s: float
     train_s: float
+    start_ms: int = 0  # the run's start (MLflow's milliseconds since the epoch)
 
 
 @dataclass
@@ -130,94 +118,27 @@ class SweepReport:
     time: TimeAccount
     sweep_dir: str
     dataset: str
-    optuna: dict[str, str] = field(default_factory=dict)
-
-
-# --- finding the sweep -------------------------------------------------------------------------------------------
-def find_parent(client, target: str):
-    """The parent run named by ``target``: a run id, a sweep name, or an experiment (its latest sweep)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run = client.get_run(target)
-        if run.data.tags.get(ROLE_TAG) == "parent":
-            return run
-        parent_id = run.data.tags.get("mlflow.parentRunId")
-        if parent_id:
-            return client.get_run(parent_id)
-    except MlflowException:
-        pass
-    experiments = client.search_experiments()
-    ids = [e.experiment_id for e in experiments]
-    by_experiment = [e.experiment_id for e in experiments if e.name == target]
-    filters = [(by_experiment, f"tags.`{ROLE_TAG}` = 'parent'"),
-               (ids, f"tags.`{SWEEP_TAG}` = {quote_filter(target)}")]
-    for experiment_ids, filter_string in filters:
-        if not experiment_ids:
-            continue
-        runs = client.search_runs(experiment_ids, filter_string=filter_string, order_by=["attributes.start_time DESC"],
-                                  max_results=1)
-        if runs:
-            return runs[0] if runs[0].data.tags.get(ROLE_TAG) == "parent" else client.get_run(
-                runs[0].data.tags["mlflow.parentRunId"])
-    raise ReportError(
-        f"no sweep found for {target!r}: not a parent or trial run id, a sweep name, or an MLflow experiment "
-        f"with sweeps (experiments: {sorted(e.name for e in experiments)})"
-    )
-
-
-def load_space_of(client, parent) -> SearchSpace:
-    """The search space the sweep ran, from the parent run's ``space/`` artifact."""
-    with tempfile.TemporaryDirectory() as folder:
-        local = Path(client.download_artifacts(parent.info.run_id, "space", folder))
-        files = sorted(local.glob("*.yaml"))
-        if not files:
-            raise ReportError(f"parent run {parent.info.run_id} has no space/*.yaml artifact")
-        text = files[0].read_text()
-    return parse_space(yaml_load(text), name=parent.data.tags.get("toco.sweep.space", files[0].stem),
-                       path=files[0].name, text=text)
-
-
-def children(client, parent) -> list:
-    """The parent's trial runs, oldest first."""
-    runs = client.search_runs([parent.info.experiment_id],
-                              filter_string=f"tags.`mlflow.parentRunId` = {quote_filter(parent.info.run_id)}",
-                              order_by=["attributes.start_time ASC"], max_results=10000)
-    return [r for r in runs if r.data.tags.get(ROLE_TAG, "trial") == "trial"]
+    optuna: dict[str, str] = field(default_factory=dict)  # {"storage", "study_name"} of an Optuna sweep
 
 
 # --- reading the trials ---------------------------------------------------------------------------------------
-def trial_record(client, run) -> TrialRecord:
+def trial_record(client: MlflowClient, run) -> TrialRecord:
     """A child run's numbers: the last evaluation of each column, the time it spent training."""
-    tags, params = run.data.tags, run.data.params
-    values, iteration = {}, 0
+    params, values, iteration = run.data.params, {}, 0
     for column, metric in COLUMN_METRICS.items():
-        history = client.get_metric_history(run.info.run_id, metric)
-        last = max(history, key=lambda m: m.step) if history else None
+        last = runs.last_value(client, run.info.run_id, metric)
         applies = float(params.get(COLUMN_WEIGHTS.get(column, ""), 1.0)) > 0
-        values[column] = 100 * last.value if last is not None and applies else None
-        iteration = max(iteration, last.step if last else 0)
-    number = tags.get(OPTUNA_NUMBER_TAG)
+        values[column] = 100 * last[1] if last is not None and applies else None
+        iteration = max(iteration, last[0] if last else 0)
+    who = runs.identity(run)
     end = run.info.end_time or run.info.start_time
     return TrialRecord(
-        run_id=run.info.run_id, run_name=run.info.run_name, status=run.info.status, label=tags.get(ROW_TAG, ""),
-        seed=tags.get(SEED_TAG, params.get("train.seed", "")), trial_id=tags.get(TRIAL_ID_TAG, ""),
-        optuna_number=int(number) if number is not None else None,
-        stopped_early=tags.get(STOPPED_TAG, "false").startswith("true"), reused=tags.get(REPORTED_TAG) == "true",
+        run_id=run.info.run_id, run_name=run.info.run_name, status=run.info.status, label=who.label, seed=who.seed,
+        trial_id=who.trial_id, optuna_number=who.optuna_number, stopped_early=who.stopped_early, reused=who.reused,
         params=dict(params), values=values, iteration=iteration, wall_s=(end - run.info.start_time) / 1000,
-        train_s=train_seconds(client, run.info.run_id, int(params.get("train.global_batch", 1))),
+        train_s=runs.train_seconds(client, run.info.run_id, int(params.get("train.global_batch", 1))),
+        start_ms=run.info.start_time,
     )
-
-
-def train_seconds(client, run_id: str, global_batch: int) -> float:
-    """Time inside training steps: each logged period's iterations × global batch / its images per second."""
-    history = sorted(client.get_metric_history(run_id, THROUGHPUT_METRIC), key=lambda m: m.step)
-    total, previous = 0.0, 0
-    for m in history:
-        if m.value > 0:
-            total += (m.step - previous) * global_batch / m.value
-        previous = m.step
-    return total
 
 
 def ablation_rows(space: SearchSpace, trials: Sequence[TrialRecord]) -> list[AblationRow]:
@@ -238,36 +159,33 @@ def ablation_rows(space: SearchSpace, trials: Sequence[TrialRecord]) -> list[Abl
     return rows
 
 
-def time_account(client, parent, trials: Sequence[TrialRecord]) -> TimeAccount:
+def time_account(client: MlflowClient, parent, trials: Sequence[TrialRecord]) -> TimeAccount:
     """The sweep's wall time (all sessions) against the time its trials spent in training steps."""
-    history = client.get_metric_history(parent.info.run_id, WALL_METRIC)
-    if history:
-        wall = max(history, key=lambda m: m.step).value
-    else:  # no session ended cleanly (the driver was killed): from the sweep's start to its last trial's end
-        ends = [parent.info.end_time or 0] + [
-            1000 * t.wall_s + client.get_run(t.run_id).info.start_time for t in trials if t.wall_s]
-        wall = max(0, max(ends) - parent.info.start_time) / 1000
+    wall = runs.sweep_wall_s(client, parent, [t.start_ms + 1000 * t.wall_s for t in trials if t.wall_s])
     concurrent = int(parent.data.params.get("sweep.max_concurrent", 1))
     return TimeAccount(wall, len(trials), concurrent, sum(t.wall_s for t in trials), sum(t.train_s for t in trials))
 
 
-def build_report(client, target: str) -> SweepReport:
-    """Reads the sweep named by ``target`` (parent run id, sweep name or experiment) from MLflow."""
-    parent = find_parent(client, target)
-    space = load_space_of(client, parent)
-    trials = [trial_record(client, run) for run in children(client, parent)]
+def build_report(client: MlflowClient, target: str) -> SweepReport:
+    """Reads the sweep named by ``target`` (parent run id, sweep name or experiment) from MLflow.
+
+    Raises:
+        ReportError: no such sweep, or its parent run has no search space.
+    """
+    parent = runs.find_parent(client, target)
+    space = runs.load_space_of(client, parent)
+    trials = [trial_record(client, run) for run in runs.children(client, parent)]
     if space.kind == "optuna":
         trials.sort(key=lambda t: (t.optuna_number is None, t.optuna_number or 0))
     tags = parent.data.tags
     experiment = client.get_experiment(parent.info.experiment_id).name
     datasets = sorted({t.params.get("data.dataset", "") for t in trials} - {""})
-    optuna = {k: tags[k] for k in ("optuna.storage", "optuna.study_name") if k in tags}
     return SweepReport(
-        sweep_name=tags.get(SWEEP_TAG, parent.info.run_name), parent_run_id=parent.info.run_id,
+        sweep_name=tags.get(runs.SWEEP_TAG, parent.info.run_name), parent_run_id=parent.info.run_id,
         experiment=experiment, space=space, trials=trials,
         rows=ablation_rows(space, trials) if space.kind == "grid" else [],
-        time=time_account(client, parent, trials), sweep_dir=tags.get("toco.sweep.dir", ""),
-        dataset=", ".join(datasets) or "unknown", optuna=optuna,
+        time=time_account(client, parent, trials), sweep_dir=tags.get(runs.SWEEP_DIR_TAG, ""),
+        dataset=", ".join(datasets) or "unknown", optuna=runs.optuna_study_of(parent),
     )
 
 
@@ -385,18 +303,14 @@ def table_csv(header: list[str], rows: list[list[str]]) -> str:
 
 
 # --- plots ---------------------------------------------------------------------------------------------------------
-def ablation_figure(report: SweepReport):
+def ablation_figure(report: SweepReport) -> Figure:
     """Grouped bars (M, M^m, Seg per setting) with std error bars; the paper's numbers as black ticks."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = report.rows
     # only the columns some row has; a row without the column gets no bar (NaN), as Table 4 leaves it empty
     columns = [c for c in COLUMN_METRICS if any(r.mean[c] is not None for r in rows)] or ["M"]
     width = 0.8 / len(columns)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(rows) + 2), 3.8))
+    fig = Figure(figsize=(max(5.0, 1.4 * len(rows) + 2), 3.8))  # no pyplot: no global backend, nothing to close
+    ax = fig.subplots()
     for j, column in enumerate(columns):
         xs = [i + (j - (len(columns) - 1) / 2) * width for i in range(len(rows))]
         means = [r.mean[column] if r.mean[column] is not None else math.nan for r in rows]
@@ -416,51 +330,50 @@ def ablation_figure(report: SweepReport):
     return fig
 
 
-def optuna_figures(report: SweepReport) -> dict[str, Any]:
-    """Optuna's optimisation history and parameter importances (matplotlib), for those the study allows."""
+def write_optuna_figures(report: SweepReport, folder: Path) -> list[Path]:
+    """Optuna's optimisation history and parameter importances, for those the study allows; returns the paths."""
+    if not report.optuna:
+        return []
+    # Optuna draws through pyplot: imported only here, on a backend that needs no display
     import matplotlib
 
     matplotlib.use("Agg")
-    import optuna
+    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
-    if not report.optuna:
-        return {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=report.optuna["optuna.study_name"], storage=report.optuna["optuna.storage"])
-    figures = {}
+    study = optuna.load_study(study_name=report.optuna["study_name"], storage=report.optuna["storage"])
+    written = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the matplotlib backend is marked experimental
         for name, plot in (("optuna_history.png", ovm.plot_optimization_history),
                            ("optuna_importances.png", ovm.plot_param_importances)):
             try:
-                figures[name] = plot(study).figure
+                figure = plot(study).figure
             except (ValueError, RuntimeError, ZeroDivisionError):
                 continue  # too few finished trials (importances need two with different values)
-    return figures
+            figure.savefig(folder / name, dpi=100, bbox_inches="tight")
+            plt.close(figure)
+            written.append(folder / name)
+    return written
 
 
 def write_report(report: SweepReport, folder: Path) -> list[Path]:
     """Writes ``report.md``, ``table.csv`` (grid), ``trials.csv`` and the plots into ``folder``; returns the paths."""
-    import matplotlib.pyplot as plt
-
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "report.md", folder / "trials.csv"]
     written[0].write_text(markdown(report))
     written[1].write_text(table_csv(*trial_table(report)))
-    if report.space.kind == "grid":
-        (folder / "table.csv").write_text(table_csv(*ablation_table(report)))
-        written.append(folder / "table.csv")
-        figures = {"ablation.png": ablation_figure(report)} if report.rows else {}
-    else:
-        figures = optuna_figures(report)
-    for name, figure in figures.items():
-        figure.savefig(folder / name, dpi=100, bbox_inches="tight")
-        plt.close(figure)
-        written.append(folder / name)
+    if report.space.kind != "grid":
+        return written + write_optuna_figures(report, folder)
+    (folder / "table.csv").write_text(table_csv(*ablation_table(report)))
+    written.append(folder / "table.csv")
+    if report.rows:
+        ablation_figure(report).savefig(folder / "ablation.png", dpi=100, bbox_inches="tight")
+        written.append(folder / "ablation.png")
     return written
 
 
-def log_report(client, report: SweepReport, folder: Path) -> None:
+def log_report(client: MlflowClient, report: SweepReport, folder: Path) -> None:
     """Logs the report folder as the parent run's ``report/`` artifacts."""
     client.log_artifacts(report.parent_run_id, str(folder), REPORT_DIR)

@@ -1,0 +1,62 @@
+"""The names of what a training run measures: its MLflow metric keys and the keys of each evaluation's report.
+
+Written here once and imported by everything that writes or reads them: evaluation and the worker loop (which
+produce them), a sweep's trials, ASHA and Optuna (which read the report keys), the sweep report, the progress lines
+and the command lines. This module imports nothing, so entry points and the report load it for free.
+
+Example:
+    >>> eval_miou("cam"), report_key("cam"), REPORT_METRICS["seg_miou"]
+    ('eval/cam_miou', 'cam_miou', 'eval/seg_miou')
+"""
+
+KINDS = ("cam", "aux_cam", "seg")  # predictions scored at each evaluation: the paper's M, M^m and Seg
+# trivial predictions scored from the ground truth alone (see evaluation.baseline_predictions)
+BASELINES = ("all_background", "image_majority", "image_largest_foreground")
+
+
+def eval_miou(kind: str) -> str:
+    """``eval/<kind>_miou``: mIoU of a prediction kind on the val split."""
+    return f"eval/{kind}_miou"
+
+
+def eval_pixel_acc(kind: str) -> str:
+    return f"eval/{kind}_pixel_acc"
+
+
+def baseline_miou(name: str) -> str:
+    return f"baseline/{name}_miou"
+
+
+def loss_metric(term: str) -> str:
+    """``loss/<term>``: a loss term (or ``total``) averaged over a log period and over workers."""
+    return f"loss/{term}"
+
+
+LOSS_TOTAL = loss_metric("total")
+LEARNING_RATE = "lr"
+THROUGHPUT = "throughput/images_per_s"  # training images per second over a log period (evaluation excluded)
+EVAL_NUM_IMAGES = "eval/num_images"
+
+
+def oversmoothing_key(pair_kind: str) -> str:
+    """Metric prefix (and history key) of an over-smoothing curve: ``oversmoothing`` for all token pairs,
+    ``oversmoothing_<pair kind>`` for a cross-class pair type (``fg_bg``, ``fg_fg``)."""
+    return "oversmoothing" if pair_kind == "all" else f"oversmoothing_{pair_kind}"
+
+
+def oversmoothing_metric(pair_kind: str, block: int) -> str:
+    """``oversmoothing_fg_bg/block_01``: the curve's value at 0-based ``block``."""
+    return f"{oversmoothing_key(pair_kind)}/block_{block + 1:02d}"
+
+
+# --- what every rank reports to Ray Train at each evaluation (and a sweep trial to Tune) ---------------------------
+REPORT_ITERATION = "iteration"  # the iteration of the evaluation: ASHA's time axis
+REPORT_LOSS = "loss"  # the total loss of the last log period
+
+
+def report_key(kind: str) -> str:
+    """``<kind>_miou``: the report key of a prediction kind's mIoU, what a search space's ``metric`` names."""
+    return f"{kind}_miou"
+
+
+REPORT_METRICS = {report_key(kind): eval_miou(kind) for kind in KINDS}  # report key → MLflow metric
