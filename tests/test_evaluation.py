@@ -22,7 +22,6 @@ from toco_ray.visualize import (
     confusion_figure,
     iou_table,
     oversmoothing_figure,
-    variant_oversmoothing_figure,
 )
 
 pytestmark = pytest.mark.unit
@@ -173,20 +172,3 @@ def test_figures_have_one_panel_per_image_and_kind():
     assert titles == ["all token pairs", "foreground–background pairs", "foreground pairs, different classes"]
     assert split.axes[0].get_ylim()[0] < -0.4
     assert split.axes[2].lines[0].get_color() == split.axes[0].lines[1].get_color()  # it 400 in both
-
-
-def test_the_sweep_figure_2_has_one_curve_per_variant_with_the_mean_over_seeds():
-    curves = {
-        "all": {"+L_cls^m": [[0.2, 0.4, 0.6], [0.4, 0.6, 0.8]], "+PTC": [[0.3, 0.5, 0.7], [0.3, 0.7, 0.9]]},
-        "fg_bg": {"+L_cls^m": [[0.2, 0.3, 0.5], [0.2, 0.5, math.nan]], "+PTC": [[0.2, 0.1, -0.1]]},
-    }
-    fig = variant_oversmoothing_figure(curves)
-    assert [len(ax.lines) for ax in fig.axes] == [2, 2]
-    assert [line.get_label() for line in fig.axes[0].lines] == ["+L_cls^m (n=2)", "+PTC (n=2)"]
-    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [0.3, 0.5, 0.7])  # mean of the two seeds
-    # a NaN block is left out of that block's mean; one seed gives the curve alone
-    np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), [0.2, 0.4, 0.5])
-    np.testing.assert_allclose(fig.axes[1].lines[1].get_ydata(), [0.2, 0.1, -0.1])
-    assert fig.axes[1].get_title() == "foreground–background pairs"
-    assert fig.axes[0].get_ylim()[0] < -0.1
-    assert fig.axes[0].lines[1].get_color() == fig.axes[1].lines[1].get_color()  # +PTC in both panels

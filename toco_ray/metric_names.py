@@ -49,6 +49,26 @@ def oversmoothing_metric(pair_kind: str, block: int) -> str:
     return f"{oversmoothing_key(pair_kind)}/block_{block + 1:02d}"
 
 
+PAIR_TITLES = {  # the token-pair kinds of the over-smoothing curves, as figures title them
+    "all": "all token pairs",
+    "fg_bg": "foreground–background pairs",
+    "fg_fg": "foreground pairs, different classes",
+}
+
+
+def oversmoothing_curves(metrics: dict[str, float]) -> dict[str, list[float]]:
+    """``{pair kind: [value at block 1, ..., block L]}`` from a run's metrics (its latest value per key); a pair
+    kind without metrics is absent, a block missing from a curve (no such pair in the probes) is NaN."""
+    curves: dict[str, dict[int, float]] = {}
+    for kind in PAIR_TITLES:
+        prefix = oversmoothing_key(kind) + "/block_"
+        blocks = {int(key[len(prefix):]): value for key, value in metrics.items()
+                  if key.startswith(prefix) and key[len(prefix):].isdigit()}
+        if blocks:
+            curves[kind] = blocks
+    return {kind: [blocks.get(b, float("nan")) for b in range(1, max(blocks) + 1)] for kind, blocks in curves.items()}
+
+
 # --- what every rank reports to Ray Train at each evaluation (and a sweep trial to Tune) ---------------------------
 REPORT_ITERATION = "iteration"  # the iteration of the evaluation: ASHA's time axis
 REPORT_LOSS = "loss"  # the total loss of the last log period

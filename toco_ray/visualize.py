@@ -7,7 +7,6 @@ to import anywhere and to call from worker processes.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -16,6 +15,7 @@ import torch
 from matplotlib.figure import Figure
 
 from toco_ray.data.palette import voc_palette
+from toco_ray.metric_names import PAIR_TITLES
 
 HEATMAP = "jet"
 OVERLAY_ALPHA = 0.5  # heat-map weight over the image
@@ -93,13 +93,6 @@ def _present_max(cam: torch.Tensor, present: torch.Tensor) -> np.ndarray:
     return cam[present].amax(dim=0).float().cpu().numpy()
 
 
-PAIR_TITLES = {  # panel titles of the over-smoothing figure, by token-pair kind
-    "all": "all token pairs",
-    "fg_bg": "foreground–background pairs",
-    "fg_fg": "foreground pairs, different classes",
-}
-
-
 def oversmoothing_figure(
     curves: Mapping[int, Sequence[float]],
     cross_class: Mapping[str, Mapping[int, Sequence[float]]] | None = None,
@@ -146,46 +139,6 @@ def _similarity_panel(ax, curves: Mapping[int, Sequence[float]], colors: Mapping
 def _lowest(panels) -> float:
     finite = [v for curves in panels for curve in curves.values() for v in curve if math.isfinite(v)]
     return min(finite, default=0.0)
-
-
-def variant_oversmoothing_figure(curves: Mapping[str, Mapping[str, Sequence[Sequence[float]]]]) -> Figure:
-    """Figure 2 across a sweep's rows: per block, the mean ± std over seeds of the final token similarity, one
-    curve per row (variant), one panel per pair kind on a shared y axis.
-
-    Args:
-        curves: ``{kind: {row: [per-block similarities of one seed, ...]}}``, kinds as in :data:`PAIR_TITLES`;
-            NaN blocks (no such pair in the probes) are left out of the mean.
-    """
-    fig = Figure(figsize=(4.5 * max(len(curves), 1), 3.6), dpi=150, layout="constrained")
-    axes = fig.subplots(1, max(len(curves), 1), squeeze=False, sharey=True)[0]
-    rows = list(dict.fromkeys(row for by_row in curves.values() for row in by_row))
-    colors = {row: f"C{i % 10}" for i, row in enumerate(rows)}
-    for ax, (kind, by_row) in zip(axes, curves.items()):
-        for row, seeds in by_row.items():
-            _band(ax, np.array(seeds, dtype=float), colors[row], row)
-        ax.set_xlabel("block")
-        ax.grid(alpha=0.3)
-        ax.set_title(PAIR_TITLES.get(kind, kind), fontsize=9)
-    axes[0].set_ylabel("mean pairwise cosine similarity")
-    finite = [v for by_row in curves.values() for seeds in by_row.values() for s in seeds for v in s
-              if math.isfinite(v)]
-    axes[0].set_ylim(min(0.0, min(finite, default=0.0) - 0.05), 1.0)
-    if rows:
-        axes[0].legend(fontsize=8)
-    fig.suptitle("patch-token over-smoothing at the end of training, mean ± std over seeds (Figure 2)", fontsize=10)
-    return fig
-
-
-def _band(ax, seeds: np.ndarray, color: str, label: str) -> None:
-    """One row's curve: mean over seeds (``seeds``: seeds × blocks), a band of ± one std where there are two."""
-    blocks = np.arange(1, seeds.shape[1] + 1)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a block with no finite value is a gap, not an error
-        mean = np.nanmean(seeds, axis=0)
-        std = np.nanstd(seeds, axis=0, ddof=1) if len(seeds) > 1 else np.zeros_like(mean)
-    ax.plot(blocks, mean, marker="o", color=color, label=f"{label} (n={len(seeds)})")
-    ax.fill_between(blocks, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-    ax.set_xticks(blocks)
 
 
 def confusion_figure(confusions: Mapping[str, np.ndarray | torch.Tensor], class_names: Sequence[str]) -> Figure:

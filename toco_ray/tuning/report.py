@@ -7,6 +7,11 @@ the paper's numbers beside it (``toco_ray/tuning/paper.py``) and a bar chart; an
 objective, with Optuna's optimisation-history and parameter-importance plots. Every report lists every trial, and
 accounts for time: the sweep's wall time, trials per hour and the share of it spent outside training steps.
 
+A grid report also compares each row with the first (the baseline): the difference of the means, and whether it
+exceeds the seed noise, twice the larger of the two rows' sample std (with one seed per row, no noise can be told
+and the report says so). And it draws the paper's Figure 2 across rows: each row's final per-block patch-token
+cosine similarity, mean ± std over seeds, for all token pairs and for pairs of different ground-truth classes.
+
 Columns follow the paper: ``M`` = final CAM mIoU, ``M^m`` = auxiliary CAM mIoU, ``Seg`` = segmentation mIoU (%),
 each the trial's last in-training evaluation. A column is "–" for a row that does not train it (``M^m`` without the
 auxiliary loss, ``Seg`` without the seg loss), as in Table 4.
@@ -27,11 +32,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import optuna
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
-from toco_ray.metric_names import eval_miou, report_key
+from toco_ray.metric_names import PAIR_TITLES, eval_miou, oversmoothing_curves, report_key
 from toco_ray.tuning import paper, runs
 from toco_ray.tuning.space import SearchSpace
 
@@ -70,6 +76,7 @@ class TrialRecord:
     wall_s: float
     train_s: float
     start_ms: int = 0  # the run's start (MLflow's milliseconds since the epoch)
+    oversmoothing: dict[str, list[float]] = field(default_factory=dict)  # {pair kind: per-block cosine}, last eval
 
 
 @dataclass
@@ -82,6 +89,8 @@ class AblationRow:
     std: dict[str, float | None]
     paper_row: str = ""
     paper_values: dict[str, float | None] = field(default_factory=dict)
+    delta: float | None = None  # mean − the first row's mean, in the report's metric column
+    noise: float | None = None  # 2 × the larger sample std of this row and the first; None without two seeds each
 
 
 @dataclass
@@ -137,7 +146,7 @@ def trial_record(client: MlflowClient, run) -> TrialRecord:
         trial_id=who.trial_id, optuna_number=who.optuna_number, stopped_early=who.stopped_early, reused=who.reused,
         params=dict(params), values=values, iteration=iteration, wall_s=(end - run.info.start_time) / 1000,
         train_s=runs.train_seconds(client, run.info.run_id, int(params.get("train.global_batch", 1))),
-        start_ms=run.info.start_time,
+        start_ms=run.info.start_time, oversmoothing=oversmoothing_curves(run.data.metrics),
     )
 
 
@@ -156,7 +165,29 @@ def ablation_rows(space: SearchSpace, trials: Sequence[TrialRecord]) -> list[Abl
             row.paper_row = space.paper.row_for(label)
             row.paper_values = paper.paper_row(space.paper.table, row.paper_row)
         rows.append(row)
+    compare_to_first(rows, compared_column(rows, space.metric))
     return rows
+
+
+def compared_column(rows: Sequence[AblationRow], metric: str) -> str:
+    """The column rows are compared in: the sweep's metric, or ``M`` where the first row has no value in it (a
+    Table 4 row without L_seg has no Seg)."""
+    column = OBJECTIVE_COLUMN.get(metric, "M")
+    return column if rows and rows[0].mean[column] is not None else "M"
+
+
+def compare_to_first(rows: Sequence[AblationRow], column: str) -> None:
+    """Sets each later row's ``delta`` to the first row (the baseline) in ``column`` and the seed ``noise`` it must
+    exceed: twice the larger of the two rows' sample std."""
+    if not rows or rows[0].mean[column] is None:
+        return
+    first = rows[0]
+    for row in rows[1:]:
+        if row.mean[column] is None:
+            continue
+        row.delta = row.mean[column] - first.mean[column]
+        stds = (first.std[column], row.std[column])
+        row.noise = 2 * max(stds) if None not in stds else None
 
 
 def time_account(client: MlflowClient, parent, trials: Sequence[TrialRecord]) -> TimeAccount:
@@ -221,7 +252,32 @@ def ablation_markdown(report: SweepReport) -> list[str]:
                 f"this sweep's data ({report.dataset}) and schedule")
         lines += [f"mIoU (%), mean ± sample std over seeds; {note}.", ""]
     header, rows = ablation_table(report)
-    return lines + table_markdown(header, rows)
+    lines += table_markdown(header, rows) + comparison_markdown(report)
+    if any(t.oversmoothing for t in report.trials):
+        lines += ["", "Figure 2 across the rows (`oversmoothing.png`): each row's per-block cosine similarity of patch "
+                  "tokens at its last evaluation, mean ± std over seeds, for all pairs and for pairs of different "
+                  "classes."]
+    return lines
+
+
+def comparison_markdown(report: SweepReport) -> list[str]:
+    """One line per later row: its difference to the first row, and whether the seeds tell the two apart."""
+    column = compared_column(report.rows, report.space.metric)
+    later = [row for row in report.rows[1:] if row.delta is not None]
+    if not later:
+        return []
+    first = report.rows[0].label
+    lines = ["", f"Against the first row (`{first}`), in {column}; the seed noise is twice the larger sample std "
+             "of the two rows:", ""]
+    for row in later:
+        if row.noise is None:
+            verdict = "no seed noise can be told from one seed per row: run more seeds before reading it"
+        elif abs(row.delta) > row.noise:
+            verdict = f"beyond the seed noise ({row.noise:.1f})"
+        else:
+            verdict = f"**within the seed noise** ({row.noise:.1f}): these seeds do not tell the two rows apart"
+        lines.append(f"- `{row.label}`: Δ {column} {row.delta:+.1f}, {verdict}")
+    return lines
 
 
 def ablation_table(report: SweepReport) -> tuple[list[str], list[list[str]]]:
@@ -330,6 +386,61 @@ def ablation_figure(report: SweepReport) -> Figure:
     return fig
 
 
+def sweep_oversmoothing_figure(report: SweepReport) -> Figure | None:
+    """Figure 2 across the rows: one curve per row and panel per pair kind, or None when no trial logged one."""
+    curves: dict[str, dict[str, list[list[float]]]] = {}
+    for row in report.rows:
+        for trial in (t for t in report.trials if t.label == row.label):
+            for kind, curve in trial.oversmoothing.items():
+                curves.setdefault(kind, {}).setdefault(row.label, []).append(curve)
+    return variant_oversmoothing_figure(curves) if curves else None
+
+
+def variant_oversmoothing_figure(curves: dict[str, dict[str, list[list[float]]]]) -> Figure:
+    """Per block, the mean ± std over seeds of the final token similarity: one curve per row (variant), one panel
+    per pair kind on a shared y axis.
+
+    Args:
+        curves: ``{kind: {row: [per-block similarities of one seed, ...]}}``, kinds as in ``PAIR_TITLES``; NaN
+            blocks (no such pair in the probes) are left out of the mean.
+    """
+    kinds = [kind for kind in PAIR_TITLES if kind in curves] + [kind for kind in curves if kind not in PAIR_TITLES]
+    fig = Figure(figsize=(4.5 * max(len(kinds), 1), 3.6), dpi=150, layout="constrained")
+    axes = fig.subplots(1, max(len(kinds), 1), squeeze=False, sharey=True)[0]
+    rows = list(dict.fromkeys(row for by_row in curves.values() for row in by_row))
+    colors = {row: f"C{i % 10}" for i, row in enumerate(rows)}
+    for ax, kind in zip(axes, kinds):
+        for row, seeds in curves[kind].items():
+            _band(ax, seeds, colors[row], row)
+        ax.set_xlabel("block")
+        ax.grid(alpha=0.3)
+        ax.set_title(PAIR_TITLES.get(kind, kind), fontsize=9)
+    axes[0].set_ylabel("mean pairwise cosine similarity")
+    finite = [v for by_row in curves.values() for seeds in by_row.values() for s in seeds for v in s
+              if math.isfinite(v)]
+    axes[0].set_ylim(min(0.0, min(finite, default=0.0) - 0.05), 1.0)
+    if rows:
+        axes[0].legend(fontsize=8)
+    fig.suptitle("patch-token over-smoothing at the end of training, mean ± std over seeds (Figure 2)", fontsize=10)
+    return fig
+
+
+def _band(ax, seeds: list[list[float]], color: str, label: str) -> None:
+    """One row's curve: the mean over seeds per block, a band of ± one sample std where two seeds have a value."""
+    depth = max(len(s) for s in seeds)
+    table = np.array([list(s) + [math.nan] * (depth - len(s)) for s in seeds], dtype=float)
+    blocks = np.arange(1, depth + 1)
+    mean, std = [], []
+    for column in table.T:
+        values = [v for v in column if math.isfinite(v)]
+        mean.append(statistics.fmean(values) if values else math.nan)
+        std.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+    mean, std = np.array(mean), np.array(std)
+    ax.plot(blocks, mean, marker="o", color=color, label=f"{label} (n={len(seeds)})")
+    ax.fill_between(blocks, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+    ax.set_xticks(blocks)
+
+
 def write_optuna_figures(report: SweepReport, folder: Path) -> list[Path]:
     """Optuna's optimisation history and parameter importances, for those the study allows; returns the paths."""
     if not report.optuna:
@@ -371,6 +482,10 @@ def write_report(report: SweepReport, folder: Path) -> list[Path]:
     if report.rows:
         ablation_figure(report).savefig(folder / "ablation.png", dpi=100, bbox_inches="tight")
         written.append(folder / "ablation.png")
+    figure = sweep_oversmoothing_figure(report)
+    if figure is not None:
+        figure.savefig(folder / "oversmoothing.png", bbox_inches="tight")
+        written.append(folder / "oversmoothing.png")
     return written
 
 
