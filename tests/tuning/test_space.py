@@ -12,10 +12,11 @@ pytestmark = pytest.mark.unit
 @pytest.mark.parametrize(
     ("name", "trials", "rows"),
     [
-        # 2 variants × 2 seeds
-        ("quick_demo", 4, ["+L_cls^m", "+PTC"]),
+        # 2 variants × 3 seeds
+        ("quick_demo", 6, ["+L_cls^m", "+PTC"]),
         # Table 4's six rows × 3 seeds = 18
         ("table4_modules", 18, ["L_cls", "+L_cls^m", "+PTC", "+CTC", "+L_seg", "+L_reg"]),
+        ("synthetic_table4", 18, ["L_cls", "+L_cls^m", "+PTC", "+CTC", "+L_seg", "+L_reg"]),
         # four values × 3 seeds = 12 each
         ("table5a_aux_block", 12, ["7", "8", "9", "10"]),
         ("table5b_crop_size", 12, ["64", "80", "96", "112"]),
