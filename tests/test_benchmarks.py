@@ -1,8 +1,10 @@
 """The benchmark scripts in their --smoke form: they run, and what they print is sane."""
 
+import re
+
 import pytest
 
-from pipelines import bench_energy, bench_step
+from pipelines import bench_demo, bench_energy, bench_step
 
 pytestmark = pytest.mark.unit
 
@@ -29,3 +31,18 @@ def test_bench_step_smoke(capsys):
     # the printed ratios are those of the printed medians (up to their rounding to milliseconds)
     assert float(speed_up.rstrip("x")) == pytest.approx(float(reference) / float(ours), rel=0.02, abs=0.01)
     assert float(reg_ratio.rstrip("x")) == pytest.approx(float(ours) / float(no_reg), rel=0.02, abs=0.01)
+
+
+def test_bench_demo_smoke(capsys, tiny_root):
+    bench_demo.main(["--smoke", "--data-root", str(tiny_root)])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("quick_demo: batch 2, crop 96, 200 iterations")
+    rows = {line[:22].strip(): line[22:].split() for line in out[2:6]}
+    assert list(rows) == ["+L_cls^m", "+L_cls^m [CAM 1.0]", "+PTC", "+PTC [CAM 1.0]"]
+    for one, two, ratio in rows.values():  # the speed-up is the ratio of the printed medians
+        assert float(ratio.rstrip("x")) == pytest.approx(float(one) / float(two), rel=0.05, abs=0.02)
+    assert out[6].startswith("evaluation of 4 val images")
+    found = re.search(r"2 threads (\d+) s, two at once with 1 thread each (\d+) s: (.+) is faster", out[7])
+    serial, paired, verdict = int(found[1]), int(found[2]), found[3]
+    assert out[7].startswith("sweep of 6 trials") and serial > 0 and paired > 0
+    assert verdict == ("two at once" if paired < serial else "one at a time")
