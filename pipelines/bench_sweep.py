@@ -1,12 +1,13 @@
 r"""Benchmark: where a sweep trial's wall time goes besides training — Ray/Train start-up, set-up, evaluation,
 checkpoints, MLflow and teardown, measured per trial from real timestamps.
 
-A grid sweep of ``--trials`` tiny trials (the quick demo's model and data, ``--iters`` iterations, two evaluations,
-one trial at a time) runs through ``pipelines.sweep`` in a child process with a fresh MLflow store. Every process
-of the sweep is timed: the driver directly, every Ray worker (Tune trial functions, Train workers) through Ray's
-``worker_process_setup_hook``. The timers wrap stages by name where they are defined (the trial function, the
-worker loop's ``run``/``setup``/``restore``/``evaluate_and_checkpoint``/``report``, ``train_step``, the figures,
-every ``MlflowClient`` call, Tune's trial start and end), and a span nested in another counts only in the inner one.
+A grid sweep of ``--trials`` tiny trials (a 4-block ViT on 64 px synthetic crops, ``--iters`` iterations, two
+evaluations, one trial at a time) runs through ``pipelines.sweep`` in a child process with a fresh MLflow store.
+Every process of the sweep is timed: the driver directly, every Ray worker (Tune trial functions, Train workers)
+through Ray's ``worker_process_setup_hook``. The timers wrap stages by name where they are defined (the trial
+function, the worker loop's ``run``/``setup``/``restore``/``evaluate_and_checkpoint``/``report``, ``train_step``,
+the figures, every ``MlflowClient`` call, Tune's trial start and end), and a span nested in another counts only in
+the inner one.
 
 Per trial, from the end of the previous trial (Tune's ``on_trial_complete``; the first: its start) to its own end:
 
@@ -52,7 +53,8 @@ import yaml
 EVENTS_ENV = "TOCO_BENCH_EVENTS"  # folder every timed process appends to; set by this benchmark only
 PHASES = ("startup", "setup", "steps", "eval", "ckpt", "mlflow", "teardown", "other")
 TRAINING = ("steps", "eval")  # what a trial is for; everything else is its fixed cost
-# The quick demo's trial (search_spaces/quick_demo.yaml, row +PTC); the schedule follows --iters.
+# A tiny +PTC trial (the synthetic preset's 4-block ViT on 64 px crops); the schedule follows --iters. Small on
+# purpose: the benchmark measures what a trial costs besides its steps and evaluation.
 BASE_SET = {
     "data.crop_size": 64, "data.val_size": 64, "data.val_limit": 24, "ctc.local_crop_size": 24,
     "ctc.n_local_crops": 2, "train.global_batch": 4, "schedule.log_every": 10, "optim.warmup_iters": 10,
@@ -184,7 +186,7 @@ def ray_init_with_timers(init: Callable, folder: str) -> Callable:
 
 # --- one sweep, timed -------------------------------------------------------------------------------------------
 def write_space(folder: Path, trials: int, iters: int) -> Path:
-    """A grid of ``trials`` seeds of the quick demo's +PTC row, ``iters`` iterations, evaluated at half and end."""
+    """A grid of ``trials`` seeds of the tiny +PTC trial, ``iters`` iterations, evaluated at half and end."""
     base = {**BASE_SET, "schedule.max_iters": iters, "schedule.eval_every": max(1, iters // 2),
             "schedule.seg_start_iter": iters}
     space = {"base": {"preset": "synthetic", "set": base}, "kind": "grid", "seeds": list(range(trials)),
