@@ -1,6 +1,8 @@
 """Fixtures shared by every test directory."""
 
 import logging
+import os
+import sys
 
 import pytest
 
@@ -52,3 +54,30 @@ def ray_cluster():
              logging_level=logging.WARNING)
     yield ray
     ray.shutdown()
+
+
+# --- leaving the test process --------------------------------------------------------------------------------------
+# The session's exit status, kept for the exit below.
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Ends the process once pytest has reported everything, with pytest's exit status.
+
+    The suite starts and stops several in-process Ray sessions, and imports numba's threading layer, torch's
+    OpenMP runtime and gRPC; the interpreter's teardown of those native libraries after the last test can crash
+    (Ray's core worker threads outliving a shut-down session, ray-project/ray#31145), turning a green run into a
+    segmentation fault after the summary. Every fixture has already stopped what it started by now, so nothing is
+    lost by leaving without that teardown.
+    """
+    if not _EXIT_STATUS:
+        return  # collection only, --help, or a run that never started a session: exit as usual
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(_EXIT_STATUS[-1])
