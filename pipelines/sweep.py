@@ -2,7 +2,7 @@ r"""Runs a sweep or a paper ablation on Ray Tune: each trial one distributed tra
 
 Copy-paste:
 
-    python -m pipelines.sweep search_spaces/quick_demo.yaml            # 4 short trials on the synthetic set
+    python -m pipelines.sweep search_spaces/quick_demo.yaml --max-concurrent 2   # 6 short trials, 2 at a time
     python -m pipelines.sweep search_spaces/quick_demo.yaml --smoke    # 6 iterations per trial, ≤ 2 trials (CI)
     python -m pipelines.sweep search_spaces/table5b_crop_size.yaml --data-root /data/VOC2012 --gpus-per-worker 1
     python -m pipelines.sweep search_spaces/toco_hpo.yaml --data-root /data/VOC2012 --gpus-per-worker 1 \
