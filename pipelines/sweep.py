@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None, hooks: tuple = ()) -> int:
     print(
         f"sweep {outcome.name}: {outcome.trials} trial(s), {outcome.errors} failed, {outcome.wall_s:.0f} s of wall "
         f"time in all sessions\n  MLflow experiment {outcome.experiment!r}, parent run {outcome.parent_run_id}\n"
-        f"  report: python -m pipelines.report {outcome.name} --output-dir {args.output_dir}"
+        f"  report: python -m pipelines.report {outcome.name} --output-dir {args.output_dir}\n  {outcome.ui}"
     )
     if outcome.unfinished:
         print(f"interrupted: {outcome.unfinished} trial(s) not finished; the same command resumes the sweep")

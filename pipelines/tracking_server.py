@@ -27,7 +27,7 @@ from pathlib import Path
 
 from toco_ray.errors import EXIT_STATUS, TocoError
 from toco_ray.processes import stop_session
-from toco_ray.tracking import TRACKING_URI_ENV
+from toco_ray.tracking import TRACKING_URI_ENV, runs_view_url
 from toco_ray.tracking_server import (
     DEFAULT_PORT,
     LOG_FILE,
@@ -131,6 +131,25 @@ def announce(spec: ServerSpec, folder: Path) -> None:
     print(f"MLflow tracking server at {spec.uri}{bound}\n  runs: {spec.backend_store_uri}\n  artifacts: "
           f"{spec.artifacts_destination}\n  log: {folder / LOG_FILE}\n  use it: export {TRACKING_URI_ENV}={spec.uri}",
           flush=True)
+    for line in experiment_links(spec.uri):
+        print(f"  {line}", flush=True)
+
+
+def experiment_links(uri: str, most: int = 10) -> list[str]:
+    """A runs-table link per experiment the store holds (newest first): MLflow 3 otherwise opens its GenAI pages."""
+    # imported here: the server's own command line (and its --help) does not need MLflow's client in this process
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        experiments = client.search_experiments(max_results=most, order_by=["creation_time DESC"])
+    except MlflowException as err:
+        return [f"(could not list the experiments: {err})"]
+    named = [e for e in experiments if e.name != "Default"]
+    if not named:
+        return ["no experiments yet: every command that logs runs prints the link to its runs table"]
+    return [f"runs of {e.name}: {runs_view_url(uri, e.experiment_id)}" for e in named]
 
 
 def serve_until_stopped(spec: ServerSpec, pid: int, folder: Path) -> int:

@@ -29,7 +29,7 @@ from toco_ray.distributed import TrainJob, launch, new_run_name, resolve_resume
 from toco_ray.distributed.interrupts import TrainingInterrupted
 from toco_ray.errors import EXIT_STATUS, TocoError
 from toco_ray.metric_names import REPORT_METRICS
-from toco_ray.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri
+from toco_ray.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri, run_ui_hint
 
 INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as shells report it; 143 after SIGTERM
 # --smoke: a handful of iterations that still cross every stage (warm-up, seg start, two evaluations, checkpoints)
@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         f"done in {time.perf_counter() - started:.0f} s: {summary} (mIoU %)\n"
         f"  run {outcome.run_name}, MLflow run {outcome.mlflow_run_id}\n  checkpoint {outcome.checkpoint_path}"
     )
+    if outcome.mlflow_run_id:
+        print(f"  {run_ui_hint(job.tracking_uri, outcome.mlflow_run_id)}")
     return 0
 
 

@@ -5,17 +5,24 @@ import pytest
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
+from pipelines.tracking_server import experiment_links
 from toco_ray.tracking import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
     RUN_NAME_TAG,
     RunLogger,
     TrackingError,
     artifact_root,
     check_tracking_uri,
+    command_line,
     device_tags,
     end_run,
     provenance_tags,
     resolve_tracking_uri,
     run_params,
+    run_ui_hint,
+    run_url,
+    runs_view_url,
     start_run,
 )
 
@@ -130,3 +137,34 @@ def test_provenance_and_device_tags():
         "device.rank1": "cpu (x)",
         "device.names": "2× cpu (x)",
     }
+
+
+def test_a_run_shows_its_title_and_is_found_again_by_its_name(store):
+    uri, artifacts = store
+    run_id = start_run(uri, "exp", "demo-p02-ptc-s0", artifacts, title="+PTC s0 · p02")
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    assert run.info.run_name == "+PTC s0 · p02" and run.data.tags[RUN_NAME_TAG] == "demo-p02-ptc-s0"
+    end_run(uri, run_id)
+    assert start_run(uri, "exp", "demo-p02-ptc-s0", artifacts, resume=True) == run_id
+    # the experiment is marked as model development: MLflow 3 stops asking what kind it is
+    assert client.get_experiment_by_name("exp").tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+
+
+def test_links_open_the_runs_table_not_the_genai_page(store):
+    uri, artifacts = store
+    run_id = start_run(uri, "exp", "run-a", artifacts)
+    experiment_id = MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id
+    assert runs_view_url(uri, experiment_id) == (
+        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+    assert run_url("http://10.0.0.5:5000/", "7", "abc") == "http://10.0.0.5:5000/#/experiments/7/runs/abc"
+    hint = run_ui_hint(uri, run_id)  # a local store: the link, and the command that serves it
+    assert hint == f"MLflow: {runs_view_url(uri, experiment_id)}  (serve it: mlflow ui --backend-store-uri {uri})"
+    assert experiment_links(uri) == [f"runs of exp: {runs_view_url(uri, experiment_id)}"]
+
+
+def test_the_command_tag_is_the_command_as_typed():
+    assert command_line(["/repo/pipelines/sweep.py", "space.yaml", "--smoke"]) == (
+        "python -m pipelines.sweep space.yaml --smoke")
+    assert command_line(["tool.py", "-x"]) == "python tool.py -x"
+    assert provenance_tags()["command"] == command_line()

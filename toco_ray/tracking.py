@@ -32,7 +32,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from toco_ray.errors import TocoError
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_EXPERIMENT = "toco-ray"
+COMMAND_TAG = "command"  # the command that started the run (a sweep trial's: the sweep driver's)
 RUN_NAME_TAG = "toco.run_name"  # the Ray Train run name; the key a resumed run is found by
 DB_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
@@ -53,6 +54,11 @@ HTTP_SCHEMES = ("http", "https")
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_LENGTH = 6000
+# MLflow 3 opens an experiment on its GenAI pages unless the link asks for the runs view; the experiment-kind tag
+# stops the UI asking what kind of experiment it is
+UI_DEFAULT = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 VERSIONED_PACKAGES = ("torch", "torchvision", "timm", "ray", "mlflow", "numpy", "toco-ray")
 
 
@@ -162,11 +168,39 @@ def _probe_client(uri: str, timeout_s: float) -> None:
 
 # --- runs -----------------------------------------------------------------------------------------
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    """Experiment id of ``name``, created (with ``artifact_location`` if given) when missing."""
+    """Experiment id of ``name``, created (with ``artifact_location`` if given, and the experiment-kind tag) when
+    missing."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+    return client.create_experiment(name, artifact_location=artifact_location,
+                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+
+
+# --- links into the MLflow UI -----------------------------------------------------------------------
+def ui_base(uri: str) -> str:
+    """The UI of a tracking server is the server itself; a local store's is what ``mlflow ui`` serves."""
+    return uri.rstrip("/") if urllib.parse.urlparse(uri).scheme in HTTP_SCHEMES else UI_DEFAULT
+
+
+def runs_view_url(uri: str, experiment_id: str) -> str:
+    """The link that opens an experiment on its runs table (not MLflow 3's GenAI overview)."""
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str:
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def ui_hint(uri: str, experiment_id: str) -> str:
+    """One line for the console: the runs-view link, and for a local store the command that serves it."""
+    line = f"MLflow: {runs_view_url(uri, experiment_id)}"
+    return line if not is_local_store(uri) else f"{line}  (serve it: mlflow ui --backend-store-uri {uri})"
+
+
+def run_ui_hint(uri: str, run_id: str) -> str:
+    """:func:`ui_hint` for the experiment of ``run_id``."""
+    return ui_hint(uri, MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id)
 
 
 def find_run(client: MlflowClient, experiment_id: str, run_name: str) -> str | None:
@@ -195,6 +229,7 @@ def start_run(
     artifact_location: str | None = None,
     resume: bool = False,
     tags: Mapping[str, str] | None = None,
+    title: str = "",
 ) -> str:
     """Creates the MLflow run for ``run_name`` (or finds it again when resuming) and returns its id.
 
@@ -205,6 +240,7 @@ def start_run(
         artifact_location: artifact root for a new experiment (embedded store only; servers choose their own).
         resume: find the existing run; a missing one raises :class:`TrackingError`.
         tags: extra tags, e.g. ``{"mlflow.parentRunId": ...}`` for a sweep's child run.
+        title: the display name in the MLflow UI (default ``run_name``); the run is found by ``run_name`` alone.
     """
     client = MlflowClient(tracking_uri=uri)
     experiment_id = get_or_create_experiment(client, experiment, artifact_location)
@@ -221,7 +257,7 @@ def start_run(
             f"an MLflow run named {run_name!r} already exists in experiment {experiment!r}; "
             "pick another run name or resume it"
         )
-    run = client.create_run(experiment_id, run_name=run_name, tags={RUN_NAME_TAG: run_name, **(tags or {})})
+    run = client.create_run(experiment_id, run_name=title or run_name, tags={RUN_NAME_TAG: run_name, **(tags or {})})
     return run.info.run_id
 
 
@@ -329,8 +365,18 @@ def provenance_tags(repo_dir: str | os.PathLike | None = None) -> dict[str, str]
     tags["git.commit"] = commit
     tags["git.dirty"] = str(dirty).lower()
     tags["mlflow.source.git.commit"] = commit
-    tags["command"] = " ".join([Path(sys.executable).name, *sys.argv])[:MAX_PARAM_LENGTH]
+    tags[COMMAND_TAG] = command_line()
     return tags
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command as typed: ``python -m pipelines.sweep space.yaml`` for a module run with ``-m`` (whose argv[0] is
+    the module's file), else the interpreter's name and argv."""
+    argv = list(sys.argv if argv is None else argv)
+    head = Path(argv[0]) if argv else Path("")
+    if head.suffix == ".py" and head.parent.name == "pipelines":
+        argv[0] = f"-m pipelines.{head.stem}"
+    return " ".join(["python", *argv])[:MAX_PARAM_LENGTH]
 
 
 def git_state(repo_dir: str | os.PathLike) -> tuple[str, bool]:

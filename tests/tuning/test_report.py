@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from matplotlib.collections import PathCollection
 
 from toco_ray.metric_names import oversmoothing_curves
 from toco_ray.tuning.report import (
@@ -11,10 +12,12 @@ from toco_ray.tuning.report import (
     SweepReport,
     TimeAccount,
     TrialRecord,
+    ablation_figure,
     ablation_rows,
     ablation_table,
     fmt,
     markdown,
+    math_label,
     short,
     sweep_oversmoothing_figure,
     trial_table,
@@ -145,3 +148,19 @@ def test_the_report_draws_figure_2_from_its_trials_and_writes_it(tmp_path):
     assert (tmp_path / "oversmoothing.png") in write_report(report, tmp_path)
     assert (tmp_path / "oversmoothing.png").stat().st_size > 0 and "oversmoothing.png" in markdown(report)
     assert sweep_oversmoothing_figure(report_of([record("+PTC", 0, 30.0, 40.0, None)])) is None
+
+
+def test_the_bar_chart_has_a_dot_per_seed_and_labelled_paper_values_and_the_trials_link_to_mlflow():
+    report = report_of([record("+L_cls^m", 0, 10.0, 20.0, None), record("+L_cls^m", 1, 14.0, 22.0, None),
+                        record("+PTC", 0, 30.0, 40.0, None)])
+    ax = ablation_figure(report).axes[0]
+    points = sorted(round(float(y), 1) for c in ax.collections if isinstance(c, PathCollection)
+                    for _, y in c.get_offsets())
+    # a dot per seed in M (10, 14, 30) and M^m (20, 22, 40), and the paper's ticks of the two rows
+    assert points == sorted([10.0, 14.0, 30.0, 20.0, 22.0, 40.0, 27.9, 62.5, 53.8, 57.8])
+    assert {text.get_text() for text in ax.texts} == {"27.9", "53.8", "62.5", "57.8"}  # the paper's, labelled
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["+$L_{cls}^{m}$", "+PTC"]
+    assert math_label("L_cls") == "$L_{cls}$" and math_label("+L_seg") == "+$L_{seg}$"
+    report.tracking_uri, report.experiment_id = "http://127.0.0.1:5000", "3"
+    text = markdown(report)
+    assert "| [run](http://127.0.0.1:5000/#/experiments/3/runs/+L_cls^m0) |" in text

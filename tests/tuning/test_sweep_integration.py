@@ -19,8 +19,24 @@ from mlflow import MlflowClient
 from train_hooks import HOLD_MARKER
 
 from pipelines import report as report_cli
-from toco_ray.tracking import resolve_tracking_uri
-from toco_ray.tuning.runs import OPTUNA_NUMBER_TAG, ROLE_TAG, ROW_TAG, SEED_TAG, STOPPED_TAG, TRIAL_ID_TAG
+from toco_ray.tracking import (
+    COMMAND_TAG,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    RUN_NAME_TAG,
+    command_line,
+    resolve_tracking_uri,
+)
+from toco_ray.tuning.runs import (
+    OPTUNA_NUMBER_TAG,
+    ROLE_TAG,
+    ROW_TAG,
+    SEED_TAG,
+    STOPPED_TAG,
+    TRIAL_ID_TAG,
+    VARIANT_PARAM,
+    VARIED_TAG,
+)
 from toco_ray.tuning.sweep import SweepRequest, SweepSettings, read_state, run_sweep
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -84,7 +100,8 @@ def test_optuna_sweep_with_asha_tracks_every_trial_and_a_rerun_runs_nothing(swee
         tags, params = run.data.tags, run.data.params
         number = int(tags[OPTUNA_NUMBER_TAG])
         assert run.info.status == "FINISHED" and tags[ROLE_TAG] == "trial" and tags[SEED_TAG] == "0"
-        assert tags[TRIAL_ID_TAG] and run.info.run_name == f"hpo-t{number:03d}"
+        assert tags[TRIAL_ID_TAG] and run.info.run_name == f"t{number:03d}"
+        assert tags[RUN_NAME_TAG] == f"hpo-t{number:03d}"  # the name it is found again by
         sampled = study.trials[number].params
         assert float(params["cam.low_thre"]) == sampled["cam.low_thre"] < sampled["cam.high_thre"]
         assert float(params["loss.w_ptc"]) == sampled["loss.w_ptc"] and params["train.global_batch"] == "4"
@@ -121,10 +138,24 @@ def test_grid_with_seeds_runs_every_point_and_the_report_lists_them(sweep_ray, w
     assert sorted((r.data.tags[ROW_TAG], r.data.tags[SEED_TAG]) for r in runs) == [
         ("0.1", "0"), ("0.1", "1"), ("0.3", "0"), ("0.3", "1")]
     for run in runs:
-        assert run.info.status == "FINISHED" and run.data.params["loss.w_ptc"] == run.data.tags[ROW_TAG]
-        assert run.data.params["train.seed"] == run.data.tags[SEED_TAG]
+        tags, params = run.data.tags, run.data.params
+        assert run.info.status == "FINISHED" and params["loss.w_ptc"] == tags[ROW_TAG] == params[VARIANT_PARAM]
+        assert params["train.seed"] == tags[SEED_TAG] and tags[VARIED_TAG] == "loss.w_ptc,train.seed"
+        # the name leads with what differs; the run is found again by its own name, the command is the driver's
+        assert run.info.run_name.startswith(f"{tags[ROW_TAG]} s{tags[SEED_TAG]} · p0")
+        assert tags[RUN_NAME_TAG].startswith("grid-p0") and tags[COMMAND_TAG] == command_line()
         assert steps(client, run.info.run_id, "loss/total") == list(range(1, MAX_ITERS + 1))
         assert steps(client, run.info.run_id, "eval/cam_miou") == [3, MAX_ITERS]
+
+    # the parent carries the result: the best M, and the mean M of each row
+    parent = client.get_run(outcome.parent_run_id)
+    by_row = {}
+    for run in runs:
+        by_row.setdefault(run.data.tags[ROW_TAG], []).append(run.data.metrics["eval/cam_miou"])
+    assert parent.data.metrics["sweep/best/cam_miou"] == max(v for values in by_row.values() for v in values)
+    for row, values in by_row.items():
+        assert parent.data.metrics[f"sweep/mean/cam_miou/{row.replace('.', '_')}"] == pytest.approx(sum(values) / 2)
+    assert client.get_experiment(parent.info.experiment_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
 
     assert report_cli.main(["grid", "--output-dir", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
@@ -161,9 +192,9 @@ def test_killed_sweep_resumes_without_rerunning_a_finished_trial(sweep_ray, writ
     outcome = sweep(space, tmp_path)
     state = read_state(tmp_path / "sweeps" / "killed")
     assert outcome.parent_run_id == state.parent_run_id == before.data.tags["mlflow.parentRunId"]
-    runs = {r.info.run_name: r for r in trial_runs(client, outcome.parent_run_id)}
+    runs = {r.data.tags[RUN_NAME_TAG]: r for r in trial_runs(client, outcome.parent_run_id)}
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs.values())
-    after = runs[finished.info.run_name]
+    after = runs[finished.data.tags[RUN_NAME_TAG]]
     assert after.info.end_time == before.info.end_time and after.data.tags["resumed"] == "false"  # not trained again
     resumed = runs[interrupted]
     assert resumed.data.tags["resumed"] == "true" and resumed.data.tags["restored_from_iteration"] == "3"
@@ -193,9 +224,9 @@ def test_ctrl_c_marks_the_sweep_and_the_cut_off_trial_killed_and_says_so(sweep_r
     printed = (tmp_path / "first.log").read_text()
     assert code == 130 and "interrupted: 1 trial(s) not finished" in printed, printed[-3000:]
     parent = client.get_run(finished.data.tags["mlflow.parentRunId"])
-    runs = {r.info.run_name: r for r in trial_runs(client, parent.info.run_id)}
+    runs = {r.data.tags[RUN_NAME_TAG]: r for r in trial_runs(client, parent.info.run_id)}
     assert parent.info.status == "KILLED"
-    assert runs[held].info.status == "KILLED" and runs[finished.info.run_name].info.status == "FINISHED"
+    assert runs[held].info.status == "KILLED" and runs[finished.data.tags[RUN_NAME_TAG]].info.status == "FINISHED"
 
 
 def start_sweep_holding_its_second_trial(space: Path, out: Path) -> subprocess.Popen:

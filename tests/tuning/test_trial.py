@@ -13,7 +13,9 @@ def test_a_trial_plan_depends_on_its_config_alone(context):
     point = context.space.grid_points()[3]  # row 0.3, seed 1
     plan = plan_trial(context.space, "demo", grid_config(point))
     assert plan.run_name == "demo-p03-0_3-s1" and plan.overrides == {"loss.w_ptc": 0.3} and plan.seed == 1
-    assert plan.tags("demo", "abc_00003")["toco.sweep.row"] == "0.3"
+    tags = plan.tags("demo", "abc_00003", context.space.varied_keys())
+    assert tags["toco.sweep.row"] == "0.3" and tags["toco.sweep.varied"] == "loss.w_ptc,train.seed"
+    assert plan.title == "0.3 s1 · p03"  # what MLflow's runs table shows: what differs first
 
 
 def test_a_finished_trial_is_reported_to_tune_from_mlflow(context):

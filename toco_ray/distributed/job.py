@@ -12,6 +12,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from toco_ray.config import ToCoConfig
 from toco_ray.config_checks import check_config
@@ -51,6 +52,8 @@ class TrainJob:
         parent_run_id: MLflow parent run (a sweep's), or empty.
         ray_address: Ray cluster to join; empty = ``$RAY_ADDRESS`` or a new local cluster.
         tags: extra MLflow tags of the run (e.g. a sweep trial's identity), set when it starts or resumes.
+        title: the MLflow run's display name (default ``run_name``, by which the run is always found again).
+        params: extra MLflow params of the run beside its config (e.g. a sweep trial's row label).
         hooks: worker-loop hooks of the run, after MLflow's (:mod:`~toco_ray.distributed.hooks`).
     """
 
@@ -69,6 +72,8 @@ class TrainJob:
     ray_address: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     hooks: tuple[TrainHook, ...] = ()
+    title: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def storage_path(self) -> Path:

@@ -272,7 +272,8 @@ def open_tracking(job: TrainJob) -> str:
     """Creates (or, resuming, finds) the MLflow run; logs params, provenance tags and the resolved config."""
     location = artifact_root(job.output_dir) if is_local_store(job.tracking_uri) else None
     extra_tags = {"mlflow.parentRunId": job.parent_run_id} if job.parent_run_id else {}
-    run_id = start_run(job.tracking_uri, job.experiment, job.run_name, location, resume=job.resume, tags=extra_tags)
+    run_id = start_run(job.tracking_uri, job.experiment, job.run_name, location, resume=job.resume, tags=extra_tags,
+                       title=job.title)
     logger = RunLogger(job.tracking_uri, run_id)
     world = job.workers
     logger.log_params(
@@ -282,14 +283,13 @@ def open_tracking(job: TrainJob) -> str:
             world_size=world,
             per_worker_batch=per_worker_batch(job.cfg.train.global_batch, world),
             gpus_per_worker=job.gpus_per_worker,
-        ),
+        ) | job.params,
         allow_changes=job.resume,
     )
     logger.set_tags(
         {
             **provenance_tags(),
             "ray.run_dir": str(job.run_dir),
-            "ray.run_name": job.run_name,
             "resumed": str(job.resume).lower(),
             **job.tags,
         }

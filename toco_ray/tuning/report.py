@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import statistics
 import warnings
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
 from toco_ray.metric_names import PAIR_TITLES, eval_miou, oversmoothing_curves, report_key
+from toco_ray.tracking import run_url
 from toco_ray.tuning import paper, runs
 from toco_ray.tuning.space import SearchSpace
 
@@ -48,6 +50,7 @@ COLUMN_METRICS = {column: eval_miou(kind) for column, kind in COLUMN_KINDS.items
 COLUMN_WEIGHTS = {"M^m": "loss.w_cls_aux", "Seg": "loss.w_seg"}
 OBJECTIVE_COLUMN = {report_key(kind): column for column, kind in COLUMN_KINDS.items()}
 REPORT_DIR = "report"
+FIGURE_DPI = 150  # legible on a slide
 DASH = "–"
 
 
@@ -87,6 +90,7 @@ class AblationRow:
     seeds: list[str]
     mean: dict[str, float | None]
     std: dict[str, float | None]
+    values: dict[str, list[float]] = field(default_factory=dict)  # {column: the value of each seed that has one}
     paper_row: str = ""
     paper_values: dict[str, float | None] = field(default_factory=dict)
     delta: float | None = None  # mean − the first row's mean, in the report's metric column
@@ -128,6 +132,8 @@ class SweepReport:
     sweep_dir: str
     dataset: str
     optuna: dict[str, str] = field(default_factory=dict)  # {"storage", "study_name"} of an Optuna sweep
+    tracking_uri: str = ""  # where the runs are: each trial's row links to its run in the MLflow UI
+    experiment_id: str = ""
 
 
 # --- reading the trials ---------------------------------------------------------------------------------------
@@ -161,6 +167,7 @@ def ablation_rows(space: SearchSpace, trials: Sequence[TrialRecord]) -> list[Abl
             values = [t.values[column] for t in group if t.values[column] is not None]
             row.mean[column] = statistics.fmean(values) if values else None
             row.std[column] = statistics.stdev(values) if len(values) > 1 else None
+            row.values[column] = values
         if space.paper is not None:
             row.paper_row = space.paper.row_for(label)
             row.paper_values = paper.paper_row(space.paper.table, row.paper_row)
@@ -217,6 +224,7 @@ def build_report(client: MlflowClient, target: str) -> SweepReport:
         rows=ablation_rows(space, trials) if space.kind == "grid" else [],
         time=time_account(client, parent, trials), sweep_dir=tags.get(runs.SWEEP_DIR_TAG, ""),
         dataset=", ".join(datasets) or "unknown", optuna=runs.optuna_study_of(parent),
+        tracking_uri=client.tracking_uri, experiment_id=parent.info.experiment_id,
     )
 
 
@@ -237,7 +245,7 @@ def markdown(report: SweepReport) -> str:
     lines += [f"MLflow experiment `{report.experiment}`, parent run `{report.parent_run_id}`; {len(report.trials)} "
               f"trial(s); dataset: {report.dataset}; metric `{space.metric}` ({space.mode}).", ""]
     lines += ablation_markdown(report) if space.kind == "grid" else optuna_markdown(report)
-    lines += ["", "## Every trial", "", *table_markdown(*trial_table(report))]
+    lines += ["", "## Every trial", "", *table_markdown(*trial_table(report, markdown_links=True))]
     lines += ["", "## Time", "", *time_markdown(report.time)]
     return "\n".join(lines) + "\n"
 
@@ -310,18 +318,20 @@ def optuna_markdown(report: SweepReport) -> list[str]:
     return lines
 
 
-def trial_table(report: SweepReport) -> tuple[list[str], list[list[str]]]:
-    """Every trial: identity, the swept values, its numbers, how it ended."""
+def trial_table(report: SweepReport, markdown_links: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Every trial: identity, the swept values, its numbers, how it ended, and its run in the MLflow UI (a
+    Markdown link, or the address)."""
     keys = report.space.axis_keys() if report.space.kind == "optuna" else []
     header = ["trial", "run", "setting", "seed", *keys, "M", "M^m", "Seg", "iteration", "ended", "wall s",
-              "train s"]
+              "train s", "MLflow"]
     rows = []
     for t in report.trials:
         ended = t.status.lower() + (" (stopped early)" if t.stopped_early else "") + (" (reused)" if t.reused else "")
         ident = f"optuna {t.optuna_number}" if t.optuna_number is not None else t.trial_id
+        url = run_url(report.tracking_uri, report.experiment_id, t.run_id) if report.tracking_uri else ""
         rows.append([ident, t.run_name, t.label, t.seed, *(short(t.params.get(k, "")) for k in keys),
                      *(fmt(t.values[c]) for c in COLUMN_METRICS), str(t.iteration), ended, f"{t.wall_s:.0f}",
-                     f"{t.train_s:.0f}"])
+                     f"{t.train_s:.0f}", f"[run]({url})" if url and markdown_links else url])
     return header, rows
 
 
@@ -360,24 +370,26 @@ def table_csv(header: list[str], rows: list[list[str]]) -> str:
 
 # --- plots ---------------------------------------------------------------------------------------------------------
 def ablation_figure(report: SweepReport) -> Figure:
-    """Grouped bars (M, M^m, Seg per setting) with std error bars; the paper's numbers as black ticks."""
+    """Grouped bars (M, M^m, Seg per setting) with std error bars and a dot per seed; the paper's numbers as
+    labelled black ticks."""
     rows = report.rows
     # only the columns some row has; a row without the column gets no bar (NaN), as Table 4 leaves it empty
     columns = [c for c in COLUMN_METRICS if any(r.mean[c] is not None for r in rows)] or ["M"]
     width = 0.8 / len(columns)
-    fig = Figure(figsize=(max(5.0, 1.4 * len(rows) + 2), 3.8))  # no pyplot: no global backend, nothing to close
+    fig = Figure(figsize=(max(6.0, 1.6 * len(rows) + 2), 4.2))  # no pyplot: no global backend, nothing to close
     ax = fig.subplots()
     for j, column in enumerate(columns):
         xs = [i + (j - (len(columns) - 1) / 2) * width for i in range(len(rows))]
         means = [r.mean[column] if r.mean[column] is not None else math.nan for r in rows]
         errs = [r.std[column] or 0.0 for r in rows]
-        ax.bar(xs, means, width, yerr=errs, capsize=3, label=column)
-        paper_xs = [x for x, r in zip(xs, rows) if r.paper_values.get(column) is not None]
-        paper_ys = [r.paper_values[column] for r in rows if r.paper_values.get(column) is not None]
-        if paper_xs:
-            ax.scatter(paper_xs, paper_ys, marker="_", s=200, color="black", zorder=3,
-                       label="paper (VOC)" if j == 0 else None)
-    ax.set_xticks(range(len(rows)), [r.label for r in rows], rotation=20, ha="right")
+        ax.bar(xs, means, width, yerr=errs, capsize=3, label=column, alpha=0.85)
+        seeds = [(x, v) for x, r in zip(xs, rows) for v in r.values.get(column, [])]
+        if seeds:
+            ax.scatter(*zip(*seeds), s=12, color="black", alpha=0.6, zorder=3, linewidths=0,
+                       label="one seed" if j == 0 else None)
+        _paper_ticks(ax, [(x, r.paper_values[column]) for x, r in zip(xs, rows)
+                          if r.paper_values.get(column) is not None], first=j == 0)
+    ax.set_xticks(range(len(rows)), [math_label(r.label) for r in rows], rotation=20, ha="right")
     ax.set_ylabel("mIoU (%)")
     title = paper.TITLES.get(report.space.paper.table) if report.space.paper else None
     ax.set_title(f"{report.sweep_name}: {title or 'ablation'}", fontsize=10)
@@ -441,6 +453,23 @@ def _band(ax, seeds: list[list[float]], color: str, label: str) -> None:
     ax.set_xticks(blocks)
 
 
+def _paper_ticks(ax, points: list[tuple[float, float]], first: bool) -> None:
+    """The paper's values as black ticks, each with its number above it."""
+    if not points:
+        return
+    ax.scatter(*zip(*points), marker="_", s=200, color="black", zorder=4, label="paper (VOC)" if first else None)
+    for x, y in points:
+        ax.annotate(f"{y:.1f}", (x, y), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=6)
+
+
+def math_label(label: str) -> str:
+    """A row label with its loss names typeset: ``+L_cls^m`` → ``+$L_{cls}^{m}$``."""
+    def typeset(match: re.Match) -> str:
+        return f"$L_{{{match[1]}}}^{{{match[2]}}}$" if match[2] else f"$L_{{{match[1]}}}$"
+
+    return re.sub(r"L_([A-Za-z]+)(?:\^([A-Za-z]+))?", typeset, label)
+
+
 def write_optuna_figures(report: SweepReport, folder: Path) -> list[Path]:
     """Optuna's optimisation history and parameter importances, for those the study allows; returns the paths."""
     if not report.optuna:
@@ -463,7 +492,7 @@ def write_optuna_figures(report: SweepReport, folder: Path) -> list[Path]:
                 figure = plot(study).figure
             except (ValueError, RuntimeError, ZeroDivisionError):
                 continue  # too few finished trials (importances need two with different values)
-            figure.savefig(folder / name, dpi=100, bbox_inches="tight")
+            figure.savefig(folder / name, dpi=FIGURE_DPI, bbox_inches="tight")
             plt.close(figure)
             written.append(folder / name)
     return written
@@ -480,11 +509,11 @@ def write_report(report: SweepReport, folder: Path) -> list[Path]:
     (folder / "table.csv").write_text(table_csv(*ablation_table(report)))
     written.append(folder / "table.csv")
     if report.rows:
-        ablation_figure(report).savefig(folder / "ablation.png", dpi=100, bbox_inches="tight")
+        ablation_figure(report).savefig(folder / "ablation.png", dpi=FIGURE_DPI, bbox_inches="tight")
         written.append(folder / "ablation.png")
     figure = sweep_oversmoothing_figure(report)
     if figure is not None:
-        figure.savefig(folder / "oversmoothing.png", bbox_inches="tight")
+        figure.savefig(folder / "oversmoothing.png", dpi=FIGURE_DPI, bbox_inches="tight")
         written.append(folder / "oversmoothing.png")
     return written
 

@@ -35,7 +35,7 @@ from toco_ray.tracking import (
     provenance_tags,
     quote_filter,
 )
-from toco_ray.tuning.space import GridSpace, SearchSpace, parse_space
+from toco_ray.tuning.space import GridSpace, SearchSpace, label_slug, parse_space
 
 if TYPE_CHECKING:  # annotations only: reading a sweep back (the report) must not load Ray
     from toco_ray.tuning.cluster import TrialResources
@@ -56,6 +56,8 @@ ROW_TAG = "toco.sweep.row"
 TRIAL_ID_TAG = "toco.sweep.trial_id"
 OPTUNA_NUMBER_TAG = "toco.sweep.optuna_trial"
 SEED_TAG = "toco.sweep.seed"
+VARIED_TAG = "toco.sweep.varied"  # the config keys that differ between the sweep's trials, comma-separated
+VARIANT_PARAM = "sweep.variant"  # a trial's row label as a param: a table column and a parallel-coordinates axis
 STOPPED_TAG = "toco.sweep.stopped_early"  # "false", or "true (at iteration N)"
 REPORTED_TAG = "toco.sweep.reported_from_mlflow"  # a finished trial Tune ran again: reported from its run
 OPTUNA_STORAGE_TAG = "optuna.storage"
@@ -126,12 +128,41 @@ def parent_params(sweep: Sweep, resources: TrialResources) -> dict[str, Any]:
 
 
 def close_parent_run(sweep: Sweep, run_id: str, status: str, wall_s: float, sessions: int, errors: int) -> None:
-    """Logs the wall time of all ``sessions`` and the failed trials to the parent run and ends it with ``status``."""
+    """Logs the wall time of all ``sessions``, the sweep's result and the failed trials to the parent run and ends it
+    with ``status``."""
     logger = RunLogger(sweep.tracking_uri, run_id)
-    logger.log_metrics({WALL_METRIC: wall_s}, step=sessions)
+    logger.log_metrics({WALL_METRIC: wall_s, **sweep_summary(sweep, run_id)}, step=sessions)
     if errors:
         logger.set_tags({ERRORS_TAG: errors})
     end_run(sweep.tracking_uri, run_id, status)
+
+
+def best_metric(report_key: str) -> str:
+    """``sweep/best/cam_miou``: the parent's best value of the sweep's metric over its finished trials."""
+    return f"sweep/best/{report_key}"
+
+
+def row_mean_metric(report_key: str, label: str) -> str:
+    """``sweep/mean/cam_miou/ptc``: the parent's mean of the metric over a grid row's finished seeds."""
+    return f"sweep/mean/{report_key}/{label_slug(label)}"
+
+
+def sweep_summary(sweep: Sweep, run_id: str) -> dict[str, float]:
+    """The sweep's result as parent metrics (the runs table shows them in the parent's row): the best value of its
+    metric over finished trials, and for a grid the mean of each row; empty before any trial finished."""
+    client = MlflowClient(tracking_uri=sweep.tracking_uri)
+    space, metric = sweep.space, REPORT_METRICS[sweep.space.metric]
+    by_row: dict[str, list[float]] = {}
+    for run in children(client, client.get_run(run_id)):
+        if run.info.status == "FINISHED" and metric in run.data.metrics:
+            by_row.setdefault(run.data.tags.get(ROW_TAG, ""), []).append(run.data.metrics[metric])
+    if not by_row:
+        return {}
+    pick = max if space.mode == "max" else min
+    summary = {best_metric(space.metric): pick(v for values in by_row.values() for v in values)}
+    if isinstance(space, GridSpace):
+        summary |= {row_mean_metric(space.metric, label): sum(v) / len(v) for label, v in by_row.items()}
+    return summary
 
 
 def count_killed_trials(tracking_uri: str, parent_run_id: str) -> int:
@@ -141,9 +172,12 @@ def count_killed_trials(tracking_uri: str, parent_run_id: str) -> int:
 
 
 # --- trial runs ---------------------------------------------------------------------------------------------------
-def trial_tags(sweep_name: str, row: str, seed: int, trial_id: str, optuna_number: int | None) -> dict[str, str]:
+def trial_tags(sweep_name: str, row: str, seed: int, trial_id: str, optuna_number: int | None,
+               varied: list[str] | None = None) -> dict[str, str]:
     """A trial run's identity, set when its training starts or resumes."""
     tags = {ROLE_TAG: TRIAL, SWEEP_TAG: sweep_name, ROW_TAG: row, TRIAL_ID_TAG: trial_id, SEED_TAG: str(seed)}
+    if varied:
+        tags[VARIED_TAG] = ",".join(varied)
     if optuna_number is not None:
         tags[OPTUNA_NUMBER_TAG] = str(optuna_number)
     return tags

@@ -290,8 +290,12 @@ class Point:
     @property
     def slug(self) -> str:
         """A short, filesystem-safe name: row label, seed and index."""
-        text = re.sub(r"[^A-Za-z0-9]+", "_", self.label).strip("_").lower() or "point"
-        return f"p{self.index:02d}-{text[:40]}-s{self.seed}"
+        return f"p{self.index:02d}-{label_slug(self.label)}-s{self.seed}"
+
+    @property
+    def title(self) -> str:
+        """The name a person reads in MLflow's runs table, what differs first: ``+PTC s0 · p02``."""
+        return f"{self.label} s{self.seed} · p{self.index:02d}"
 
 
 class SearchSpace(Schema):
@@ -350,6 +354,10 @@ class SearchSpace(Schema):
     def row_labels(self) -> list[str]:
         """The distinct row labels in sweep order (grid); empty for Optuna."""
         return []
+
+    def varied_keys(self) -> list[str]:
+        """The config keys whose values differ between trials: the swept keys, and the seed when there are several."""
+        return self.axis_keys() + ([SEED_KEY] if len(self.seeds) > 1 else [])
 
     def with_samples(self, num_samples: int) -> SearchSpace:
         return self
@@ -594,6 +602,11 @@ def join_key(path: str, key: str) -> str:
 
 
 # --- row labels -------------------------------------------------------------------------------------------------
+def label_slug(label: str) -> str:
+    """A row label in lower-case letters, digits and underscores (at most 40): ``+L_cls^m`` → ``l_cls_m``."""
+    return (re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_").lower() or "point")[:40]
+
+
 def row_label(variant: str, grid_values: Mapping[str, Any]) -> str:
     """Variant name, the bare value of a one-key grid, or ``key=value, ...``; joined by ``, ``."""
     if len(grid_values) == 1 and not variant:

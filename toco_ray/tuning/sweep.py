@@ -39,7 +39,7 @@ from toco_ray.distributed import JobError, TrainHook
 from toco_ray.distributed.interrupts import sigterm_as_ctrl_c
 from toco_ray.distributed.job import check_data
 from toco_ray.names import check_name
-from toco_ray.tracking import check_tracking_uri, resolve_tracking_uri
+from toco_ray.tracking import check_tracking_uri, command_line, resolve_tracking_uri, run_ui_hint
 from toco_ray.tuning import runs
 from toco_ray.tuning.checks import load_space
 from toco_ray.tuning.cluster import TrialResources, plan_resources, start_ray
@@ -91,6 +91,7 @@ class SweepOutcome:
     wall_s: float
     unfinished: int = 0
     terminated: bool = False  # stopped by SIGTERM (Tune stopped it as on Ctrl-C)
+    ui: str = ""  # the console line with the MLflow link that opens the experiment's runs table
 
 
 # --- preparing ----------------------------------------------------------------------------------------------
@@ -182,6 +183,7 @@ def trial_context(sweep: Sweep, resources: TrialResources, parent_run_id: str, h
         experiment=sweep.experiment, parent_run_id=parent_run_id, extra=dict(sweep.settings.overrides),
         workers=resources.workers, cpus_per_worker=resources.cpus_per_worker,
         gpus_per_worker=resources.gpus_per_worker, in_process=resources.in_process, hooks=tuple(hooks),
+        command=command_line(),
     )
 
 
@@ -213,6 +215,8 @@ def run_locked(sweep: Sweep, request: SweepRequest, started: float) -> SweepOutc
     print(f"{'continuing' if sweep.resumed else 'starting'} sweep {sweep.name}: {sweep.space.trial_count()} trial(s) "
           f"of {sweep.space.path}, {resources.describe()}; MLflow experiment {sweep.experiment!r} (parent run "
           f"{parent_run_id}); folder {sweep.dir}", flush=True)
+    ui = run_ui_hint(sweep.tracking_uri, parent_run_id)
+    print(f"  {ui}", flush=True)
     status, errors = "FAILED", 0
     try:
         with sigterm_as_ctrl_c() as terminated:
@@ -229,4 +233,4 @@ def run_locked(sweep: Sweep, request: SweepRequest, started: float) -> SweepOutc
         write_state(sweep.dir, state)
         runs.close_parent_run(sweep, parent_run_id, status, wall_s, len(state.sessions), errors)
     return SweepOutcome(sweep.name, sweep.dir, parent_run_id, sweep.experiment, len(results), errors, wall_s,
-                        unfinished, terminated=bool(terminated))
+                        unfinished, terminated=bool(terminated), ui=ui)

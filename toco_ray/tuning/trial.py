@@ -25,6 +25,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from toco_ray.config import save_yaml
 from toco_ray.distributed import TrainHook, TrainJob, launch, train_in_process
 from toco_ray.distributed.job import CONFIG_FILE
+from toco_ray.tracking import COMMAND_TAG
 from toco_ray.tuning import runs
 from toco_ray.tuning.sampling import ConstrainedSpace
 from toco_ray.tuning.space import GridSpace, Point, SearchSpace
@@ -47,6 +48,7 @@ class TrialContext:
         in_process: the trial trains in its own process (one CPU worker), not in a ``TorchTrainer``.
         max_failures: worker-group failures a ``TorchTrainer`` trial recovers from.
         hooks: extra worker-loop hooks of every trial's training (tests hold or fail a trial with them).
+        command: the sweep driver's command line, each trial run's ``command`` tag (not the Ray worker's argv).
     """
 
     space: SearchSpace
@@ -62,6 +64,7 @@ class TrialContext:
     in_process: bool = False
     max_failures: int = 1
     hooks: tuple[TrainHook, ...] = field(default=())
+    command: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,10 @@ class TrialPlan:
     overrides: dict[str, Any]
     seed: int
     optuna_number: int | None = None
+    title: str = ""  # the MLflow run's display name (the run is found again by ``run_name``)
 
-    def tags(self, sweep_name: str, trial_id: str) -> dict[str, str]:
-        return runs.trial_tags(sweep_name, self.label, self.seed, trial_id, self.optuna_number)
+    def tags(self, sweep_name: str, trial_id: str, varied: list[str]) -> dict[str, str]:
+        return runs.trial_tags(sweep_name, self.label, self.seed, trial_id, self.optuna_number, varied)
 
 
 def grid_config(point: Point) -> dict[str, Any]:
@@ -87,11 +91,12 @@ def plan_trial(space: SearchSpace, sweep_name: str, config: Mapping[str, Any]) -
     """The plan of the trial whose Tune config is ``config`` (grid point, or Optuna's suggestion)."""
     if isinstance(space, GridSpace):
         point = {p.slug: p for p in space.grid_points()}[config[POINT_KEY]]
-        return TrialPlan(runs.trial_run_name(sweep_name, point.slug), point.label, dict(point.overrides), point.seed)
+        return TrialPlan(runs.trial_run_name(sweep_name, point.slug), point.label, dict(point.overrides), point.seed,
+                         title=point.title)
     number = int(config[ConstrainedSpace.TRIAL_NUMBER_KEY])
     overrides = {key: config[key] for key in space.search}
     return TrialPlan(runs.trial_run_name(sweep_name, f"t{number:03d}"), f"trial {number}", overrides, space.seeds[0],
-                     number)
+                     number, title=f"t{number:03d}")
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
@@ -119,6 +124,8 @@ def trial_job(context: TrialContext, plan: TrialPlan, resume: bool) -> TrainJob:
         cfg=context.space.config(plan.overrides, plan.seed, context.extra),
         output_dir=Path(context.sweep_dir),
         run_name=plan.run_name,
+        title=plan.title,
+        params={runs.VARIANT_PARAM: plan.label},
         workers=context.workers,
         cpus_per_worker=context.cpus_per_worker,
         gpus_per_worker=context.gpus_per_worker,
@@ -128,6 +135,7 @@ def trial_job(context: TrialContext, plan: TrialPlan, resume: bool) -> TrainJob:
         max_failures=context.max_failures,
         keep_checkpoints=1,
         parent_run_id=context.parent_run_id,
-        tags=plan.tags(context.sweep_name, tune.get_context().get_trial_id()),
+        tags={**plan.tags(context.sweep_name, tune.get_context().get_trial_id(), context.space.varied_keys()),
+              **({COMMAND_TAG: context.command} if context.command else {})},
         hooks=context.hooks,
     )
