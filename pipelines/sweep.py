@@ -4,6 +4,7 @@ Copy-paste:
 
     python -m pipelines.sweep search_spaces/quick_demo.yaml --max-concurrent 2   # 6 short trials, 2 at a time
     python -m pipelines.sweep search_spaces/quick_demo.yaml --smoke    # 6 iterations per trial, ≤ 2 trials (CI)
+    python -m pipelines.sweep search_spaces/quick_demo.yaml --dry-run  # list the trials; start nothing
     python -m pipelines.sweep search_spaces/table5b_crop_size.yaml --data-root /data/VOC2012 --gpus-per-worker 1
     python -m pipelines.sweep search_spaces/toco_hpo.yaml --data-root /data/VOC2012 --gpus-per-worker 1 \
         --max-concurrent 4 --num-samples 60
@@ -29,6 +30,8 @@ from pathlib import Path
 from pipelines.train import SMOKE_OVERRIDES
 from toco_ray.config import parse_override
 from toco_ray.errors import EXIT_STATUS, TocoError
+from toco_ray.tuning import load_space
+from toco_ray.tuning.space import GridSpace, OptunaSpace, format_value
 from toco_ray.tuning.sweep import SweepRequest, SweepSettings, run_sweep
 
 INTERRUPTED = 130  # exit status of a sweep stopped by Ctrl-C (128 + SIGINT), as shells report it
@@ -56,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true",
                         help=f"CI: {SMOKE_TRIALS} trials at most, each {SMOKE_OVERRIDES['schedule.max_iters']} "
                              "iterations")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the space and list the trials it expands to; start nothing")
     parser.add_argument("--name", default="", help="sweep name (default: the space file's name)")
     parser.add_argument("--output-dir", default="outputs", help="sweeps folder and the embedded MLflow store")
     parser.add_argument("--experiment", default="", help="MLflow experiment (default: toco-sweep-<space>)")
@@ -91,6 +96,9 @@ def main(argv: list[str] | None = None, hooks: tuple = ()) -> int:
     if not sys.stdout.isatty():  # worker lines reach a log file or pipe: no colour codes around their prefixes
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     try:
+        if args.dry_run:
+            print("\n".join(dry_run_lines(build_request(args, hooks))))
+            return 0
         outcome = run_sweep(build_request(args, hooks))
     except TocoError as err:  # a bad space, setting or resource: one line, no traceback
         print(f"error: {err}", file=sys.stderr)
@@ -104,6 +112,26 @@ def main(argv: list[str] | None = None, hooks: tuple = ()) -> int:
         print(f"interrupted: {outcome.unfinished} trial(s) not finished; the same command resumes the sweep")
         return TERMINATED if outcome.terminated else INTERRUPTED
     return 1 if outcome.errors else 0
+
+
+def dry_run_lines(request: SweepRequest) -> list[str]:
+    """The trials the request's space expands to, each with the overrides it adds to ``base.set`` (checked, as a
+    sweep would check them, but nothing started)."""
+    settings = request.settings
+    space = load_space(request.space_path, settings.overrides)
+    if settings.max_trials:
+        space = space.truncated(settings.max_trials)
+    if settings.num_samples and isinstance(space, OptunaSpace):
+        space = space.with_samples(settings.num_samples)
+    lines = [f"{space.name}: {space.trial_count()} trial(s), {space.kind}, metric {space.metric} ({space.mode})"]
+    if isinstance(space, GridSpace):
+        for point in space.grid_points():
+            changes = ", ".join(f"{k}={format_value(v)}" for k, v in point.overrides.items()) or "base only"
+            lines.append(f"  {point.title:<28} {changes}, train.seed={point.seed}")
+        return lines
+    lines += [f"  search {key}: {param}" for key, param in space.search.items()]
+    lines += [f"  first: {point}" for point in space.points_to_evaluate]
+    return lines
 
 
 if __name__ == "__main__":

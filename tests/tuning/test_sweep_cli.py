@@ -33,3 +33,20 @@ def test_num_samples_is_refused_for_a_grid(tmp_path, capsys, tiny_root):
                      "grid: {loss.w_ptc: [0.1]}\n")
     assert sweep_cli.main([str(space), "--num-samples", "3", "--output-dir", str(tmp_path / "out")]) == 2
     assert "--num-samples applies to Optuna sweeps" in capsys.readouterr().err
+
+
+def test_dry_run_lists_the_trials_and_starts_nothing(tmp_path, capsys):
+    space = tmp_path / "two.yaml"
+    space.write_text("base: {preset: synthetic}\nkind: grid\nseeds: [0, 1]\n"
+                     "variants:\n  - {name: 'off', set: {loss.w_ptc: 0.0}}\n  - {name: 'on', set: {}}\n")
+    was_up = ray.is_initialized()
+    assert sweep_cli.main([str(space), "--dry-run", "--output-dir", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "two: 4 trial(s), grid, metric seg_miou (max)"
+    assert [line.split()[:3] for line in lines[1:]] == [["off", "s0", "·"], ["off", "s1", "·"], ["on", "s0", "·"],
+                                                         ["on", "s1", "·"]]
+    assert lines[1].endswith("loss.w_ptc=0, train.seed=0") and lines[3].endswith("base only, train.seed=0")
+    assert not (tmp_path / "out").exists() and ray.is_initialized() == was_up
+    # a bad key is the same one-line refusal as for a real sweep
+    assert sweep_cli.main([str(space), "--dry-run", "--set", "loss.w_ptcc=1"]) == 2
+    assert "unknown config key 'loss.w_ptcc'" in capsys.readouterr().err
