@@ -158,10 +158,19 @@ def test_figures_have_one_panel_per_image_and_kind():
     labels = torch.zeros(2, 20)
     labels[0, 3] = 1  # the second image has no present class: its heat map is all zero, not an error
     masks = [torch.zeros(20, 24, dtype=torch.long), torch.full((18, 18), 255)]
-    fig = cam_overlay_figure(images, cams, cams, labels, masks, masks, ["a", "b"], title="it 3")
+    seg = [torch.full((20, 24), 4, dtype=torch.long), torch.zeros(18, 18, dtype=torch.long)]
+    fig = cam_overlay_figure(images, cams, cams, labels, masks, seg, ["a", "b"], title="it 3")
     assert len(fig.axes) == 2 * 5  # image, ground truth, CAM, aux CAM, seg
+    # each row names the classes its heat maps show; the legend names the colours drawn (void is not a class)
+    assert [ax.get_ylabel() for ax in fig.axes[::5]] == ["a\n(class4)", "b\n(no class)"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["background", "class4"]
+    before_seg = cam_overlay_figure(images, cams, cams, labels, masks, None, ["a", "b"], class_names=[
+        "background", *(f"c{k}" for k in range(1, 21))])
+    assert len(before_seg.axes) == 2 * 4 and before_seg.axes[0].get_ylabel() == "a\n(c4)"
     conf = confusion_figure({"cam": np.eye(3), "seg": np.ones((3, 3))}, ["background", "a", "b"])
-    assert len(conf.axes) == 2
+    assert len(conf.axes) == 3  # two panels and their colour bar
+    assert all(label.get_fontsize() >= 9 for label in conf.axes[0].get_xticklabels())
+    assert "normalised per ground-truth class" in conf._suptitle.get_text()
     curve = oversmoothing_figure({200: [0.1, 0.3], 400: [0.2, 0.6]})
     assert len(curve.axes) == 1 and len(curve.axes[0].lines) == 2
     # one more panel per cross-class pair kind; a NaN block (no such pair) is a gap, a negative cosine stays in view

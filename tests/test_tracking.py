@@ -126,6 +126,14 @@ def test_artifacts_land_in_the_run(store):
     client = MlflowClient(tracking_uri=uri)
     assert [f.path for f in client.list_artifacts(run_id, "figures")] == ["figures/eye.png"]
     assert [f.path for f in client.list_artifacts(run_id, "final")] == ["final/table.md"]
+    assert [f.path for f in client.list_artifacts(run_id)] == ["figures", "final"]  # no image without a key
+    # with a key, the same picture is also an MLflow image at its step (the UI's image grid and step slider)
+    for step in (3, 6):
+        logger.log_figure(fig, f"cam_overlays/iter_{step}.png", key="cam_overlay", step=step)
+    images = [f.path for f in client.list_artifacts(run_id, "images") if f.path.endswith(".png")]
+    assert sorted(path.split("+")[:3] for path in images) == [["images/cam_overlay", "step", "3"],
+                                                             ["images/cam_overlay", "step", "6"]]
+    assert len(client.list_artifacts(run_id, "cam_overlays")) == 2
 
 
 def test_provenance_and_device_tags():

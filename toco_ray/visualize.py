@@ -13,6 +13,7 @@ import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from toco_ray.data.palette import voc_palette
 from toco_ray.metric_names import PAIR_TITLES
@@ -47,33 +48,40 @@ def cam_overlay_figure(
     aux_cams: torch.Tensor,
     labels: torch.Tensor,
     masks: Sequence[torch.Tensor],
-    seg_preds: Sequence[torch.Tensor],
+    seg_preds: Sequence[torch.Tensor] | None,
     names: Sequence[str],
     title: str = "",
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
-    """One row per probe image: image, ground truth, CAM, aux CAM (max over present classes), seg prediction.
+    """One row per probe image: image, ground truth, CAM, aux CAM (max over the image's classes), seg prediction.
+
+    Each row names the classes its heat maps show; a legend gives the palette colour of every class in the ground
+    truth and seg panels.
 
     Args:
         images: B×3×H×W in [0, 1].
         cams, aux_cams: B×C×H×W in [0, 1] at the image size.
         labels: B×C multi-hot image-level labels (which classes the heat map shows).
-        masks, seg_preds: B masks of class ids (any size; 255 = void in the ground truth).
+        masks: B ground-truth masks of class ids (any size; 255 = void).
+        seg_preds: B seg predictions, or None before the seg branch has trained (no seg column then).
         names: B image names.
+        class_names: ``["background", *classes]`` (default: generic names).
     """
     b = images.shape[0]
-    columns = ("image", "ground truth", "CAM", "aux CAM", "seg")
-    fig = Figure(figsize=(PANEL_INCHES * len(columns), PANEL_INCHES * b))
+    classes = list(class_names) if class_names else class_names_or_default(None, labels.shape[1])
+    columns = ("image", "ground truth", "CAM", "aux CAM") + (("seg",) if seg_preds is not None else ())
+    fig = Figure(figsize=(PANEL_INCHES * len(columns), PANEL_INCHES * b + 0.6), layout="constrained")
     axes = fig.subplots(b, len(columns), squeeze=False)
+    shown: set[int] = set()
     for i in range(b):
         image = images[i].permute(1, 2, 0).float().cpu().numpy()
         present = labels[i].bool().cpu()
-        panels = (
-            image,
-            colorize_mask(masks[i].cpu().numpy()),
-            heat_overlay(image, _present_max(cams[i], present)),
-            heat_overlay(image, _present_max(aux_cams[i], present)),
-            colorize_mask(seg_preds[i].cpu().numpy()),
-        )
+        panels = [image, colorize_mask(masks[i].cpu().numpy()), heat_overlay(image, _present_max(cams[i], present)),
+                  heat_overlay(image, _present_max(aux_cams[i], present))]
+        shown |= set(np.unique(masks[i].cpu().numpy()).tolist())
+        if seg_preds is not None:
+            panels.append(colorize_mask(seg_preds[i].cpu().numpy()))
+            shown |= set(np.unique(seg_preds[i].cpu().numpy()).tolist())
         for j, panel in enumerate(panels):
             ax = axes[i, j]
             ax.imshow(panel)
@@ -81,10 +89,21 @@ def cam_overlay_figure(
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(columns[j], fontsize=9)
-        axes[i, 0].set_ylabel(names[i], fontsize=8)
+        heat_classes = ", ".join(classes[k + 1] for k in np.flatnonzero(present.numpy())) or "no class"
+        axes[i, 0].set_ylabel(f"{names[i]}\n({heat_classes})", fontsize=8)
+    _palette_legend(fig, sorted(k for k in shown if k < len(classes)), classes)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def _palette_legend(fig: Figure, ids: Sequence[int], classes: Sequence[str]) -> None:
+    """A legend of the palette colours of the class ids drawn in the mask panels."""
+    palette = voc_palette()
+    handles = [Patch(facecolor=palette[k] / 255.0, edgecolor="grey", label=classes[k]) for k in ids]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8,
+                   frameon=False)
 
 
 def _present_max(cam: torch.Tensor, present: torch.Tensor) -> np.ndarray:
@@ -142,25 +161,29 @@ def _lowest(panels) -> float:
 
 
 def confusion_figure(confusions: Mapping[str, np.ndarray | torch.Tensor], class_names: Sequence[str]) -> Figure:
-    """Row-normalised confusion matrices (rows = ground truth), one panel per prediction kind."""
+    """Row-normalised confusion matrices (rows = ground truth), one panel per prediction kind, with a colour bar."""
     k = len(class_names)
     n = len(confusions)
-    side = max(4.0, 0.22 * k + 1.5)
-    fig = Figure(figsize=(side * n, side))
+    side = max(4.5, 0.3 * k + 2.0)  # 9-point labels fit one per row
+    fig = Figure(figsize=(side * n + 1.0, side), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
+    image = None
     for index, (ax, (kind, conf)) in enumerate(zip(axes, confusions.items())):
         conf = np.asarray(conf.cpu() if isinstance(conf, torch.Tensor) else conf, dtype=np.float64)
         rows = conf.sum(axis=1, keepdims=True)
         norm = np.divide(conf, rows, out=np.zeros_like(conf), where=rows > 0)
-        ax.imshow(norm, vmin=0.0, vmax=1.0, cmap="viridis")
+        image = ax.imshow(norm, vmin=0.0, vmax=1.0, cmap="viridis")
         ax.set_title(kind, fontsize=10)
         ax.set_xticks(range(k))
         ax.set_yticks(range(k))
-        ax.set_xticklabels(class_names, rotation=90, fontsize=6)
-        ax.set_yticklabels(class_names if index == 0 else [], fontsize=6)
+        ax.set_xticklabels(class_names, rotation=90, fontsize=9)
+        ax.set_yticklabels(class_names if index == 0 else [], fontsize=9)
         ax.set_xlabel("prediction")
         if index == 0:
             ax.set_ylabel("ground truth")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), shrink=0.8, label="share of the row's pixels")
+    fig.suptitle("confusion, normalised per ground-truth class (each row sums to 1)", fontsize=10)
     return fig
 
 

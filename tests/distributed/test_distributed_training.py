@@ -96,6 +96,9 @@ def test_smoke_command_trains_two_workers_checkpoints_and_tracks_everything(
         "final/per_class_iou.md",
         "final/per_class_iou.json",
     } <= _artifacts(client, run.info.run_id)
+    # the overlays and confusion matrices are also MLflow images, one per evaluation step (the UI's image grid)
+    images = {tuple(path.split("+")[:3]) for path in _artifacts(client, run.info.run_id, "images")}
+    assert images == {(f"images/{key}", "step", str(step)) for key in ("cam_overlay", "confusion") for step in (3, 6)}
 
 
 def test_one_worker_batch_4_equals_two_workers_batch_2(ray_cluster, tiny_cfg, tmp_path):

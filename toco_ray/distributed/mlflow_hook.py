@@ -23,6 +23,8 @@ from toco_ray.models import PAIR_KINDS, weights_tags
 from toco_ray.tracking import RunLogger, device_tags
 from toco_ray.visualize import cam_overlay_figure, confusion_figure, iou_table, oversmoothing_figure
 
+CAM_OVERLAY_IMAGE = "cam_overlay"  # MLflow image keys: the UI's image grid, a step slider per key
+CONFUSION_IMAGE = "confusion"
 RESTORED_TAG = "restored_from_iteration"  # the checkpoint iteration a restarted or resumed run continued from
 
 
@@ -60,12 +62,14 @@ class MLflowHook(TrainHook):
         done = evaluation.done
         self.logger.log_metrics(evaluation.metrics, step=done)
         if evaluation.probes is not None:
-            self.logger.log_figure(probe_figure(loop, evaluation), f"cam_overlays/iter_{done:06d}.png")
+            self.logger.log_figure(probe_figure(loop, evaluation), f"cam_overlays/iter_{done:06d}.png",
+                                   key=CAM_OVERLAY_IMAGE, step=done)
             cross_class = {kind: loop.history.get(oversmoothing_key(kind), {}) for kind in PAIR_KINDS}
             figure = oversmoothing_figure(loop.history[oversmoothing_key("all")], cross_class)
             self.logger.log_figure(figure, "figures/oversmoothing.png")
         conf = {name: evaluation.counts.matrices[name] for name in KINDS}
-        self.logger.log_figure(confusion_figure(conf, loop.names), f"confusion/iter_{done:06d}.png")
+        self.logger.log_figure(confusion_figure(conf, loop.names), f"confusion/iter_{done:06d}.png",
+                               key=CONFUSION_IMAGE, step=done)
         if done == loop.cfg.schedule.max_iters:
             self.log_final_tables(loop, evaluation)
 
@@ -89,8 +93,10 @@ def probe_figure(loop: WorkerLoop, evaluation: Evaluation):
     with eval_mode(model):
         sizes = [m.shape[-2:] for m in masks]
         preds = predict(model, images, labels, sizes, cfg.cam.eval_bkg, cfg.cam.scales, loop.autocast)
+    seg_ran = cfg.loss.w_seg > 0 and evaluation.done > cfg.schedule.seg_start_iter  # else its panel is noise
     return cam_overlay_figure(denormalize(images.cpu()), preds.cams.cpu(), preds.aux_cams.cpu(), labels.cpu(), masks,
-                              preds.seg, probes["name"], title=f"iteration {evaluation.done}")
+                              preds.seg if seg_ran else None, probes["name"], title=f"iteration {evaluation.done}",
+                              class_names=loop.names)
 
 
 def _finite_or_none(value: float) -> float | None:
