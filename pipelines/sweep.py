@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true",
                         help=f"CI: {SMOKE_TRIALS} trials at most, each {SMOKE_OVERRIDES['schedule.max_iters']} "
                              "iterations")
+    parser.add_argument("--verbose", action="store_true",
+                        help="Tune's status tables and result boxes (default: one line per trial start and end)")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the space and list the trials it expands to; start nothing")
     parser.add_argument("--name", default="", help="sweep name (default: the space file's name)")
@@ -86,7 +88,7 @@ def build_request(args: argparse.Namespace, hooks: tuple = ()) -> SweepRequest:
     return SweepRequest(
         space_path=args.space, output_dir=Path(args.output_dir), name=args.name, settings=settings,
         resume=not args.no_resume, experiment=args.experiment, ray_address=args.ray_address,
-        optuna_storage=args.optuna_storage, hooks=tuple(hooks),
+        optuna_storage=args.optuna_storage, hooks=tuple(hooks), verbose=args.verbose,
     )
 
 

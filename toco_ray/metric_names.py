@@ -10,6 +10,7 @@ Example:
 """
 
 KINDS = ("cam", "aux_cam", "seg")  # predictions scored at each evaluation: the paper's M, M^m and Seg
+PAPER_COLUMN = {"cam": "M", "aux_cam": "M^m", "seg": "Seg"}  # each kind's column in the paper's tables
 # trivial predictions scored from the ground truth alone (see evaluation.baseline_predictions)
 BASELINES = ("all_background", "image_majority", "image_largest_foreground")
 

@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 from toco_ray.tracking import end_run, start_run
 from toco_ray.tuning.runs import STOPPED_TAG
 from toco_ray.tuning.trial import grid_config, plan_trial
-from toco_ray.tuning.tuner import ChildRunCloser
+from toco_ray.tuning.tuner import ChildRunCloser, TrialLines, trial_summary
 
 pytestmark = pytest.mark.unit
 
@@ -47,3 +47,18 @@ def test_a_failed_trial_that_is_still_running_is_marked_failed(context):
     run_id = start_run(context.tracking_uri, "exp", plan_trial(context.space, "demo", grid_config(point)).run_name)
     ChildRunCloser(context).on_trial_error(0, [], SimpleNamespace(config=grid_config(point), last_result={}))
     assert client.get_run(run_id).info.status == "FAILED"
+
+
+def test_a_trial_is_one_line_when_it_starts_and_one_when_it_ends(context, capsys):
+    trial = SimpleNamespace(config=grid_config(context.space.grid_points()[3]), path="/sweeps/demo/tune/trial_3",
+                            last_result={"iteration": 6, "cam_miou": 0.3641, "aux_cam_miou": 0.391, "loss": 1.2})
+    lines = TrialLines(context)
+    lines.on_trial_start(0, [], trial)
+    lines.on_trial_complete(0, [], trial)
+    lines.on_trial_error(0, [], trial)
+    assert capsys.readouterr().out.splitlines() == [
+        "trial 0.3 s1 · p03 started",
+        "trial 0.3 s1 · p03 ended: iteration 6, M 36.4, M^m 39.1 (mIoU %)",
+        "trial 0.3 s1 · p03 failed (its error: /sweeps/demo/tune/trial_3/error.txt)",
+    ]
+    assert trial_summary({}) == "iteration 0"

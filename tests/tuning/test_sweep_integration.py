@@ -157,6 +157,14 @@ def test_grid_with_seeds_runs_every_point_and_the_report_lists_them(sweep_ray, w
         assert parent.data.metrics[f"sweep/mean/cam_miou/{row.replace('.', '_')}"] == pytest.approx(sum(values) / 2)
     assert client.get_experiment(parent.info.experiment_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
 
+    # the console: one line per trial start and end, with its numbers; no Tune status tables by default
+    console = capsys.readouterr()
+    for run in runs:
+        m = 100 * run.data.metrics["eval/cam_miou"]
+        assert f"trial {run.info.run_name} started" in console.out
+        assert f"trial {run.info.run_name} ended: iteration {MAX_ITERS}, M {m:.1f}, " in console.out
+    assert "Trial status" not in console.out + console.err and "│" not in console.out + console.err
+
     assert report_cli.main(["grid", "--output-dir", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     folder = tmp_path / "sweeps" / "grid" / "report"

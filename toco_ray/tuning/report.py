@@ -38,13 +38,13 @@ import optuna
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
-from toco_ray.metric_names import PAIR_TITLES, eval_miou, oversmoothing_curves, report_key
+from toco_ray.metric_names import PAIR_TITLES, PAPER_COLUMN, eval_miou, oversmoothing_curves, report_key
 from toco_ray.tracking import run_url
 from toco_ray.tuning import paper, runs
 from toco_ray.tuning.space import SearchSpace
 
 # the paper's columns: M (final CAM), M^m (auxiliary CAM), Seg (segmentation branch), each a prediction kind's mIoU
-COLUMN_KINDS = {"M": "cam", "M^m": "aux_cam", "Seg": "seg"}
+COLUMN_KINDS = {column: kind for kind, column in PAPER_COLUMN.items()}
 COLUMN_METRICS = {column: eval_miou(kind) for column, kind in COLUMN_KINDS.items()}
 # A column applies to a trial only when the loss that trains it is on (Table 4 leaves the others empty).
 COLUMN_WEIGHTS = {"M^m": "loss.w_cls_aux", "Seg": "loss.w_seg"}

@@ -76,6 +76,7 @@ class SweepRequest:
     ray_address: str = ""
     optuna_storage: str = ""  # Optuna study database URL (default: optuna.db in the sweep folder)
     hooks: tuple[TrainHook, ...] = ()
+    verbose: bool = False  # Tune's status tables and result boxes (else one line per trial start and end)
 
 
 @dataclass
@@ -220,7 +221,7 @@ def run_locked(sweep: Sweep, request: SweepRequest, started: float) -> SweepOutc
     status, errors = "FAILED", 0
     try:
         with sigterm_as_ctrl_c() as terminated:
-            results = open_tuner(sweep, context, resources).fit()
+            results = open_tuner(sweep, context, resources, request.verbose).fit()
         errors = sum(1 for r in results if r.error is not None)
         unfinished = max(0, sweep.space.trial_count() - len(results))  # never started
         unfinished += runs.count_killed_trials(sweep.tracking_uri, parent_run_id)  # cut off (Tune says terminated)
