@@ -94,7 +94,7 @@ def test_optuna_sweep_with_asha_tracks_every_trial_and_a_rerun_runs_nothing(swee
     assert parent.data.params["sweep.trials"] == "2" and parent.data.params["sweep.max_concurrent"] == "1"
     runs = trial_runs(client, outcome.parent_run_id)
     study = optuna.load_study(study_name="hpo", storage=f"sqlite:///{tmp_path / 'sweeps' / 'hpo' / 'optuna.db'}")
-    assert len(runs) == len(study.trials) == 2
+    assert len(runs) == len(study.trials) == 2 and study.metric_names == ["seg_miou"]
     assert study.trials[0].params == {"cam.low_thre": 0.25, "cam.high_thre": 0.7, "loss.w_ptc": 0.2}  # paper first
     for run in runs:
         tags, params = run.data.tags, run.data.params

@@ -129,6 +129,7 @@ def optuna_searcher(sweep: Sweep) -> OptunaSearch:
     direction = "maximize" if space.mode == "max" else "minimize"
     study = optuna.create_study(storage=storage, study_name=sweep.name, sampler=sampler, direction=direction,
                                 load_if_exists=True)
+    study.set_metric_names([space.metric])  # optuna-dashboard and the plots name the objective
     for point in space.points_to_evaluate:
         study.enqueue_trial(point, skip_if_exists=True)
     return OptunaSearch(space=ConstrainedSpace(space, flatten(cfg)), metric=space.metric, mode=space.mode,
