@@ -9,6 +9,7 @@ trials that launch a ``TorchTrainer`` do not (see :func:`build_tuner`).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import optuna
@@ -129,7 +130,9 @@ def optuna_searcher(sweep: Sweep) -> OptunaSearch:
     direction = "maximize" if space.mode == "max" else "minimize"
     study = optuna.create_study(storage=storage, study_name=sweep.name, sampler=sampler, direction=direction,
                                 load_if_exists=True)
-    study.set_metric_names([space.metric])  # optuna-dashboard and the plots name the objective
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, and stable in use since
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([space.metric])  # optuna-dashboard and the plots name the objective
     for point in space.points_to_evaluate:
         study.enqueue_trial(point, skip_if_exists=True)
     return OptunaSearch(space=ConstrainedSpace(space, flatten(cfg)), metric=space.metric, mode=space.mode,
