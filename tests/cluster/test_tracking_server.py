@@ -15,7 +15,6 @@ from pipelines import tracking_server as server_cli
 from toco_ray.processes import pid_alive, session_members
 from toco_ray.ray_cluster import free_port
 from toco_ray.tracking_server import (
-    LOG_FILE,
     LOOPBACK,
     PID_FILE,
     READY_TIMEOUT_S,
@@ -134,7 +133,9 @@ def test_a_server_stopped_while_it_starts_leaves_nothing_behind(tmp_path):
                             "--port", str(free_port())], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not (tmp_path / LOG_FILE).exists() and cli.poll() is None and time.monotonic() < deadline:
+    # the log file is opened before the server process execs: wait for the process itself (on a loaded machine
+    # the two are seconds apart)
+    while not servers_in(tmp_path) and cli.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert servers_in(tmp_path), "the server did not start"
     cli.send_signal(signal.SIGTERM)  # before it answers: the server starts in about 5 s

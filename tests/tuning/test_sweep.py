@@ -1,6 +1,7 @@
 """The driver's Tune callback ends the MLflow runs of trials that Tune stopped early, that failed, or that an
 interruption cut off."""
 
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -9,7 +10,7 @@ from mlflow import MlflowClient
 from toco_ray.tracking import end_run, start_run
 from toco_ray.tuning.runs import STOPPED_TAG
 from toco_ray.tuning.trial import grid_config, plan_trial
-from toco_ray.tuning.tuner import ChildRunCloser, TrialLines, trial_summary
+from toco_ray.tuning.tuner import ChildRunCloser, TrialLines, trial_summary, tune_console
 
 pytestmark = pytest.mark.unit
 
@@ -62,3 +63,16 @@ def test_a_trial_is_one_line_when_it_starts_and_one_when_it_ends(context, capsys
         "trial 0.3 s1 · p03 failed (its error: /sweeps/demo/tune/trial_3/error.txt)",
     ]
     assert trial_summary({}) == "iteration 0"
+
+
+def test_a_quiet_sweep_runs_tune_on_its_silent_console_engine_and_leaves_the_environment_as_it_was(monkeypatch):
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    with tune_console(verbose=False):
+        assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+    assert "RAY_AIR_NEW_OUTPUT" not in os.environ
+    monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "1")
+    with tune_console(verbose=False):
+        assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "1"
+    with tune_console(verbose=True):  # verbose: Tune's own choice
+        assert os.environ["RAY_AIR_NEW_OUTPUT"] == "1"

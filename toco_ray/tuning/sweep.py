@@ -58,7 +58,7 @@ from toco_ray.tuning.state import (
     write_state,
 )
 from toco_ray.tuning.trial import TrialContext
-from toco_ray.tuning.tuner import open_tuner
+from toco_ray.tuning.tuner import open_tuner, tune_console
 
 SWEEPS_DIR = "sweeps"
 
@@ -220,7 +220,7 @@ def run_locked(sweep: Sweep, request: SweepRequest, started: float) -> SweepOutc
     print(f"  {ui}", flush=True)
     status, errors = "FAILED", 0
     try:
-        with sigterm_as_ctrl_c() as terminated:
+        with sigterm_as_ctrl_c() as terminated, tune_console(request.verbose):
             results = open_tuner(sweep, context, resources, request.verbose).fit()
         errors = sum(1 for r in results if r.error is not None)
         unfinished = max(0, sweep.space.trial_count() - len(results))  # never started

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -31,12 +33,34 @@ from toco_ray.tuning.trial import POINT_KEY, TrialContext, grid_config, plan_tri
 # Tune snapshots its experiment state at most this often (seconds); a sweep is cheap to snapshot and a fresh
 # state after each trial keeps a killed sweep from redoing work (Tune's default adapts from 10 s upwards).
 TUNE_SNAPSHOT_S = "1"
+NEW_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"  # "0": Tune's legacy console output
 TUNE_MAX_FAILURES = 1  # a failed trial is retried once (its training continues from its checkpoint)
 
 
 def trainable(context: TrialContext, resources: TrialResources):
     """``run_trial`` with the sweep's context, asking Tune for what the trial function holds itself."""
     return tune.with_resources(tune.with_parameters(run_trial, context=context), resources.trial_request())
+
+
+@contextmanager
+def tune_console(verbose: bool) -> Iterator[None]:
+    """Tune's console output inside the block: its status tables and result boxes when ``verbose``, else none.
+
+    Tune's current output engine prints a configuration box at the start and a final status table whatever the
+    verbosity; its legacy engine at verbosity 0 prints nothing, so a quiet sweep runs on that one.
+    """
+    if verbose:
+        yield
+        return
+    previous = os.environ.get(NEW_OUTPUT_ENV)
+    os.environ[NEW_OUTPUT_ENV] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(NEW_OUTPUT_ENV, None)
+        else:
+            os.environ[NEW_OUTPUT_ENV] = previous
 
 
 def open_tuner(sweep: Sweep, context: TrialContext, resources: TrialResources, verbose: bool = False) -> tune.Tuner:
