@@ -59,10 +59,13 @@ def test_a_trial_is_one_line_when_it_starts_and_one_when_it_ends(context, capsys
     lines.on_trial_error(0, [], trial)
     assert capsys.readouterr().out.splitlines() == [
         "trial 0.3 s1 · p03 started",
-        "trial 0.3 s1 · p03 ended: iteration 6, M 36.4, M^m 39.1 (mIoU %)",
+        "trial 0.3 s1 · p03 ended: iteration 6, M 36.4, M^m 39.1 (mIoU %)",  # the preset trains all three
         "trial 0.3 s1 · p03 failed (its error: /sweeps/demo/tune/trial_3/error.txt)",
     ]
     assert trial_summary({}) == "iteration 0"
+    result = {"iteration": 200, "cam_miou": 0.3, "aux_cam_miou": 0.4, "seg_miou": 0.002}
+    no_seg = {"cam": True, "aux_cam": True, "seg": False}
+    assert trial_summary(result, no_seg) == "iteration 200, M 30.0, M^m 40.0 (mIoU %)"
 
 
 def test_a_quiet_sweep_runs_tune_on_its_silent_console_engine_and_leaves_the_environment_as_it_was(monkeypatch):

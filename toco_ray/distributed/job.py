@@ -54,6 +54,7 @@ class TrainJob:
         tags: extra MLflow tags of the run (e.g. a sweep trial's identity), set when it starts or resumes.
         title: the MLflow run's display name (default ``run_name``, by which the run is always found again).
         params: extra MLflow params of the run beside its config (e.g. a sweep trial's row label).
+        print_per_class: print the final per-class IoU table (a sweep's trials leave it to MLflow and the report).
         hooks: worker-loop hooks of the run, after MLflow's (:mod:`~toco_ray.distributed.hooks`).
     """
 
@@ -74,6 +75,7 @@ class TrainJob:
     hooks: tuple[TrainHook, ...] = ()
     title: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    print_per_class: bool = True
 
     @property
     def storage_path(self) -> Path:

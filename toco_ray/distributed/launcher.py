@@ -255,7 +255,7 @@ def build_trainer(job: TrainJob, mlflow_run_id: str, cpus_per_worker: float, cal
 
 def worker_spec(job: TrainJob, mlflow_run_id: str, cpus_per_worker: float) -> WorkerSpec:
     """What every worker gets: the config, the run, and the hooks (MLflow's first when the run is tracked)."""
-    tracking = (MLflowHook(job.tracking_uri, mlflow_run_id),) if mlflow_run_id else ()
+    tracking = (MLflowHook(job.tracking_uri, mlflow_run_id, job.print_per_class),) if mlflow_run_id else ()
     return WorkerSpec(
         cfg=job.cfg,
         run_name=job.run_name,

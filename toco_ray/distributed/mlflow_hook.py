@@ -34,14 +34,17 @@ class MLflowHook(TrainHook):
     Args:
         tracking_uri: the MLflow store.
         run_id: the run to log into (created by the launcher).
+        print_per_class: also print the final per-class IoU table (a run's summary; a sweep's trials leave it to
+            MLflow).
     """
 
-    def __init__(self, tracking_uri: str, run_id: str):
-        self.tracking_uri, self.run_id = tracking_uri, run_id
+    def __init__(self, tracking_uri: str, run_id: str, print_per_class: bool = True):
+        self.tracking_uri, self.run_id, self.print_per_class = tracking_uri, run_id, print_per_class
         self.logger: RunLogger | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # travels to the workers without its client
-        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "logger": None}
+        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "print_per_class": self.print_per_class,
+                "logger": None}
 
     def before_train(self, loop: WorkerLoop, start: int) -> None:
         if not loop.worker.is_chief:
@@ -81,7 +84,8 @@ class MLflowHook(TrainHook):
                      for name in KINDS}
         self.logger.log_dict(per_class, "final/per_class_iou.json")
         self.logger.log_dict({name: counts.matrices[name].tolist() for name in KINDS}, "final/confusion.json")
-        progress.say("per-class IoU (%):\n" + table)
+        if self.print_per_class:
+            progress.say("per-class IoU (%):\n" + table)
 
 
 def probe_figure(loop: WorkerLoop, evaluation: Evaluation):

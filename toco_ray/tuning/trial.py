@@ -126,6 +126,7 @@ def trial_job(context: TrialContext, plan: TrialPlan, resume: bool) -> TrainJob:
         run_name=plan.run_name,
         title=plan.title,
         params={runs.VARIANT_PARAM: plan.label},
+        print_per_class=False,
         workers=context.workers,
         cpus_per_worker=context.cpus_per_worker,
         gpus_per_worker=context.gpus_per_worker,

@@ -189,13 +189,16 @@ class TrialLines(Callback):
     """Driver-side Tune callback: one console line when a trial starts and when it ends, with its numbers in %."""
 
     def __init__(self, context: TrialContext):
-        self.space, self.sweep_name = context.space, context.sweep_name
+        self.space, self.sweep_name, self.extra = context.space, context.sweep_name, context.extra
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         print(f"trial {self.title(trial)} started", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        print(f"trial {self.title(trial)} ended: {trial_summary(trial.last_result or {})}", flush=True)
+        plan = plan_trial(self.space, self.sweep_name, trial.config)
+        loss = self.space.config(plan.overrides, plan.seed, self.extra).loss
+        trained = {"cam": True, "aux_cam": loss.w_cls_aux > 0, "seg": loss.w_seg > 0}  # as the report's columns
+        print(f"trial {plan.title} ended: {trial_summary(trial.last_result or {}, trained)}", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         print(f"trial {self.title(trial)} failed (its error: {trial.path}/error.txt)", flush=True)
@@ -204,10 +207,11 @@ class TrialLines(Callback):
         return plan_trial(self.space, self.sweep_name, trial.config).title
 
 
-def trial_summary(result: dict) -> str:
-    """``iteration 200, M 36.4, M^m 39.1, Seg 0.2 (mIoU %)`` from a trial's last Tune result."""
+def trial_summary(result: dict, trained: dict[str, bool] | None = None) -> str:
+    """``iteration 200, M 36.4, M^m 39.1 (mIoU %)`` from a trial's last Tune result, leaving out the kinds whose
+    head the trial does not train (``trained``: ``{kind: bool}``, default all)."""
     numbers = [f"{PAPER_COLUMN[kind]} {100 * result[report_key(kind)]:.1f}" for kind in KINDS
-               if report_key(kind) in result]
+               if report_key(kind) in result and (trained or {}).get(kind, True)]
     return f"iteration {result.get(REPORT_ITERATION, 0)}" + (f", {', '.join(numbers)} (mIoU %)" if numbers else "")
 
 
