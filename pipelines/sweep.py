@@ -30,9 +30,8 @@ from pathlib import Path
 from pipelines.train import SMOKE_OVERRIDES
 from toco_ray.config import parse_override
 from toco_ray.errors import EXIT_STATUS, TocoError
-from toco_ray.tuning import load_space
-from toco_ray.tuning.space import GridSpace, OptunaSpace, format_value
-from toco_ray.tuning.sweep import SweepRequest, SweepSettings, run_sweep
+from toco_ray.tuning.space import GridSpace, format_value
+from toco_ray.tuning.sweep import SweepRequest, SweepSettings, run_sweep, sweep_space
 
 INTERRUPTED = 130  # exit status of a sweep stopped by Ctrl-C (128 + SIGINT), as shells report it
 TERMINATED = 143  # ... and by SIGTERM (128 + SIGTERM), which stops it the same way
@@ -119,12 +118,7 @@ def main(argv: list[str] | None = None, hooks: tuple = ()) -> int:
 def dry_run_lines(request: SweepRequest) -> list[str]:
     """The trials the request's space expands to, each with the overrides it adds to ``base.set`` (checked, as a
     sweep would check them, but nothing started)."""
-    settings = request.settings
-    space = load_space(request.space_path, settings.overrides)
-    if settings.max_trials:
-        space = space.truncated(settings.max_trials)
-    if settings.num_samples and isinstance(space, OptunaSpace):
-        space = space.with_samples(settings.num_samples)
+    space = sweep_space(request.space_path, request.settings)
     lines = [f"{space.name}: {space.trial_count()} trial(s), {space.kind}, metric {space.metric} ({space.mode})"]
     if isinstance(space, GridSpace):
         for point in space.grid_points():

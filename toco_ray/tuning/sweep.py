@@ -43,6 +43,7 @@ from toco_ray.tracking import check_tracking_uri, command_line, resolve_tracking
 from toco_ray.tuning import runs
 from toco_ray.tuning.checks import load_space
 from toco_ray.tuning.cluster import TrialResources, plan_resources, start_ray
+from toco_ray.tuning.space import SearchSpace
 from toco_ray.tuning.state import (
     OPTUNA_DB,
     STATE_FILE,
@@ -115,16 +116,10 @@ def prepare_sweep(request: SweepRequest) -> Sweep:
     if state is not None and settings != request.settings:
         print(f"note: sweep {name!r} continues with the settings it started with ({folder / STATE_FILE}); "
               "--no-resume starts a new sweep with the ones given now", flush=True)
-    space = load_space(request.space_path, settings.overrides)
+    space = sweep_space(request.space_path, settings)
     if state is not None and state.space_digest != space.digest:
         raise SweepError(f"{request.space_path} changed since sweep {name!r} started ({folder / STATE_FILE}); restore "
                          "the file, or start a new sweep with --no-resume")
-    if settings.num_samples:
-        if space.kind == "grid":
-            raise SweepError("--num-samples applies to Optuna sweeps; a grid runs every point once per seed")
-        space = space.with_samples(settings.num_samples)
-    if settings.max_trials:
-        space = space.truncated(settings.max_trials)
     tracking_uri = resolve_tracking_uri(output_dir)
     check_tracking_uri(tracking_uri)
     experiment = (state.experiment if state else "") or request.experiment or runs.experiment_name(space.name)
@@ -132,6 +127,16 @@ def prepare_sweep(request: SweepRequest) -> Sweep:
                   optuna_storage=optuna_storage(request, state, space.kind, name))
     check_trial_data(sweep)
     return sweep
+
+
+def sweep_space(path: str, settings: SweepSettings) -> SearchSpace:
+    """The checked space with the settings' sample count and trial cap applied: the trials a sweep runs."""
+    space = load_space(path, settings.overrides)
+    if settings.num_samples:
+        if space.kind == "grid":
+            raise SweepError("--num-samples applies to Optuna sweeps; a grid runs every point once per seed")
+        space = space.with_samples(settings.num_samples)
+    return space.truncated(settings.max_trials) if settings.max_trials else space
 
 
 def optuna_storage(request: SweepRequest, state: SweepState | None, kind: str, name: str) -> str:
