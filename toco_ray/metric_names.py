@@ -11,6 +11,13 @@ Example:
 
 KINDS = ("cam", "aux_cam", "seg")  # predictions scored at each evaluation: the paper's M, M^m and Seg
 PAPER_COLUMN = {"cam": "M", "aux_cam": "M^m", "seg": "Seg"}  # each kind's column in the paper's tables
+# the loss weight that trains a kind's head: with it at 0 the kind is not a result of the run (Table 4's "–")
+HEAD_WEIGHT = {"aux_cam": "loss.w_cls_aux", "seg": "loss.w_seg"}
+
+
+def trained_kinds(config: dict) -> dict[str, bool]:
+    """``{kind: whether the run trains its head}`` from a flattened config or a run's params (values as logged)."""
+    return {kind: float(config.get(HEAD_WEIGHT.get(kind, ""), 1.0)) > 0 for kind in KINDS}
 # trivial predictions scored from the ground truth alone (see evaluation.baseline_predictions)
 BASELINES = ("all_background", "image_majority", "image_largest_foreground")
 

@@ -57,9 +57,9 @@ HTTP_SCHEMES = ("http", "https")
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_LENGTH = 6000
+FIGURE_DPI = 100  # a run's figures: a 21-class confusion matrix's labels at 9 pt are 12 px
 # MLflow 3 opens an experiment on its GenAI pages unless the link asks for the runs view; the experiment-kind tag
 # stops the UI asking what kind of experiment it is
-FIGURE_DPI = 100  # a run's figures: a 21-class confusion matrix's labels at 9 pt are 12 px
 UI_DEFAULT = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"

@@ -38,7 +38,7 @@ import optuna
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
-from toco_ray.metric_names import PAIR_TITLES, PAPER_COLUMN, eval_miou, oversmoothing_curves, report_key
+from toco_ray.metric_names import PAIR_TITLES, PAPER_COLUMN, eval_miou, oversmoothing_curves, report_key, trained_kinds
 from toco_ray.tracking import run_url
 from toco_ray.tuning import paper, runs
 from toco_ray.tuning.space import SearchSpace
@@ -46,8 +46,6 @@ from toco_ray.tuning.space import SearchSpace
 # the paper's columns: M (final CAM), M^m (auxiliary CAM), Seg (segmentation branch), each a prediction kind's mIoU
 COLUMN_KINDS = {column: kind for kind, column in PAPER_COLUMN.items()}
 COLUMN_METRICS = {column: eval_miou(kind) for column, kind in COLUMN_KINDS.items()}
-# A column applies to a trial only when the loss that trains it is on (Table 4 leaves the others empty).
-COLUMN_WEIGHTS = {"M^m": "loss.w_cls_aux", "Seg": "loss.w_seg"}
 OBJECTIVE_COLUMN = {report_key(kind): column for column, kind in COLUMN_KINDS.items()}
 REPORT_DIR = "report"
 FIGURE_DPI = 150  # legible on a slide
@@ -140,10 +138,10 @@ class SweepReport:
 def trial_record(client: MlflowClient, run) -> TrialRecord:
     """A child run's numbers: the last evaluation of each column, the time it spent training."""
     params, values, iteration = run.data.params, {}, 0
+    trained = trained_kinds(params)
     for column, metric in COLUMN_METRICS.items():
         last = runs.last_value(client, run.info.run_id, metric)
-        applies = float(params.get(COLUMN_WEIGHTS.get(column, ""), 1.0)) > 0
-        values[column] = 100 * last[1] if last is not None and applies else None
+        values[column] = 100 * last[1] if last is not None and trained[COLUMN_KINDS[column]] else None
         iteration = max(iteration, last[0] if last else 0)
     who = runs.identity(run)
     end = run.info.end_time or run.info.start_time

@@ -22,7 +22,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from toco_ray.config import flatten
-from toco_ray.metric_names import KINDS, PAPER_COLUMN, REPORT_ITERATION, report_key
+from toco_ray.metric_names import KINDS, PAPER_COLUMN, REPORT_ITERATION, report_key, trained_kinds
 from toco_ray.tuning import runs
 from toco_ray.tuning.cluster import TrialResources
 from toco_ray.tuning.sampling import ConstrainedSpace
@@ -196,8 +196,7 @@ class TrialLines(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         plan = plan_trial(self.space, self.sweep_name, trial.config)
-        loss = self.space.config(plan.overrides, plan.seed, self.extra).loss
-        trained = {"cam": True, "aux_cam": loss.w_cls_aux > 0, "seg": loss.w_seg > 0}  # as the report's columns
+        trained = trained_kinds(flatten(self.space.config(plan.overrides, plan.seed, self.extra)))
         print(f"trial {plan.title} ended: {trial_summary(trial.last_result or {}, trained)}", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
