@@ -60,6 +60,13 @@ class ModelConfig:
     proj_out_dim: int = 1024  # CTC head output dim after the weight-normalised layer (ref)
 
 
+# The synthetic generator's defaults (toco_ray/data/synthetic.py), here so that a command line shows them without
+# loading the data package (torch)
+SYNTHETIC_NUM_TRAIN = 400  # 10 epochs in the synthetic preset (500 iterations × batch 8)
+SYNTHETIC_NUM_VAL = 100
+SYNTHETIC_OBJECT_SIDE = (0.35, 0.75)  # diameter of the circle around an object, fraction of the shorter side
+
+
 @dataclass
 class DataConfig:
     dataset: str = "voc"  # voc | coco | synthetic
@@ -80,8 +87,9 @@ class DataConfig:
     num_train: int = 0  # synthetic only: training images to generate (0 = generator default)
     num_val: int = 0  # synthetic only: validation images to generate (0 = generator default)
     seed: int = 0  # synthetic only: generator seed
-    synthetic_object_side: tuple[float, float] = (0.35, 0.75)  # synthetic only: object diameter range, fraction of
-    # the image's shorter side (generator default); larger objects give more foreground and cross-class token pairs
+    # synthetic only: object diameter range, fraction of the image's shorter side (generator default); larger objects
+    # give more foreground and cross-class token pairs
+    synthetic_object_side: tuple[float, float] = SYNTHETIC_OBJECT_SIDE
     synthetic_clutter: float = 1.0  # synthetic only: background clutter strength (blobs, stripes; 0 = smooth)
 
 

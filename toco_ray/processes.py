@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+LOOPBACK = "127.0.0.1"  # what a local service binds: this machine only (Ray otherwise uses the machine's IP)
 RAY_SESSION = re.compile(r"session_\d{4}-\d\d-\d\d_[\d_-]+\d")  # a Ray cluster's session folder name
 POLL_S = 0.2  # how often a stopping session is looked at again
 KILL_WAIT_S = 5.0  # after SIGKILL, how long to wait for the kernel to take the processes away

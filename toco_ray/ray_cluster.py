@@ -16,9 +16,8 @@ import socket
 
 import ray
 
-from toco_ray.processes import stop_orphaned_ray_processes
+from toco_ray.processes import LOOPBACK, stop_orphaned_ray_processes  # LOOPBACK: a local cluster's node and dashboard
 
-LOOPBACK = "127.0.0.1"  # node address and dashboard of a local cluster (Ray otherwise uses the machine's IP)
 API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 
 

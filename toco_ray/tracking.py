@@ -43,13 +43,16 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
 from toco_ray.errors import TocoError
+from toco_ray.tracking_names import (  # noqa: F401 (re-exported: they live apart so command lines skip MLflow)
+    ARTIFACT_DIR,
+    DB_FILE,
+    DEFAULT_EXPERIMENT,
+    TRACKING_URI_ENV,
+    resolve_tracking_uri,
+)
 
-TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-DEFAULT_EXPERIMENT = "toco-ray"
 COMMAND_TAG = "command"  # the command that started the run (a sweep trial's: the sweep driver's)
 RUN_NAME_TAG = "toco.run_name"  # the Ray Train run name; the key a resumed run is found by
-DB_FILE = "mlflow.db"
-ARTIFACT_DIR = "mlartifacts"
 PROBE_TIMEOUT_S = 5.0  # reachability check of a tracking server; MLflow's own client retries for minutes
 DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 HTTP_SCHEMES = ("http", "https")
@@ -71,14 +74,6 @@ class TrackingError(TocoError, RuntimeError):
 
 
 # --- where runs go --------------------------------------------------------------------------------
-def resolve_tracking_uri(output_dir: str | os.PathLike) -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<abs output_dir>/mlflow.db``."""
-    env = os.environ.get(TRACKING_URI_ENV, "").strip()
-    if env:
-        return env
-    return f"sqlite:///{Path(output_dir).resolve() / DB_FILE}"
-
-
 def artifact_root(output_dir: str | os.PathLike) -> str:
     """Artifact location for experiments created in the embedded store: ``<abs output_dir>/mlartifacts``."""
     return str(Path(output_dir).resolve() / ARTIFACT_DIR)

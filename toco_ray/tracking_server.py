@@ -33,9 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from toco_ray.errors import TocoError
-from toco_ray.processes import pid_alive, process_start_time, start_service, stop_session
-from toco_ray.ray_cluster import LOOPBACK
-from toco_ray.tracking import ARTIFACT_DIR, DB_FILE, TrackingError, check_tracking_uri
+from toco_ray.processes import LOOPBACK, pid_alive, process_start_time, start_service, stop_session
+from toco_ray.tracking_names import ARTIFACT_DIR, DB_FILE
 
 DEFAULT_PORT = 5000  # MLflow's own default
 WILDCARD_HOSTS = ("0.0.0.0", "::")
@@ -106,6 +105,10 @@ def check_spec(spec: ServerSpec) -> None:
     Raises:
         TrackingServerError: naming the port or folder and what to do.
     """
+    # imported here: MLflow's client takes a second or more to load, and the command line's --help, --stop and
+    # usage errors need none of it
+    from toco_ray.tracking import TrackingError, check_tracking_uri
+
     _check_port(spec.host, spec.port)
     if urllib.parse.urlparse(spec.backend_store_uri).scheme == "sqlite":
         try:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from toco_ray.config import SYNTHETIC_NUM_TRAIN, SYNTHETIC_NUM_VAL, SYNTHETIC_OBJECT_SIDE
 from toco_ray.data.cache import default_cache_dir
 from toco_ray.data.errors import DatasetError
 from toco_ray.data.labels import IGNORE_INDEX, labels_from_mask, save_label_file
@@ -40,8 +41,6 @@ TEXTURES = ("stripes", "checker", "dots", "speckle")
 CLASS_NAMES = tuple(f"{s}-{t}" for s in SHAPES for t in TEXTURES)  # class k+1 in masks = CLASS_NAMES[k]
 NUM_CLASSES = len(CLASS_NAMES)
 
-DEFAULT_NUM_TRAIN = 400  # 10 epochs in the synthetic preset (500 iterations × batch 8)
-DEFAULT_NUM_VAL = 100
 SIDE_RANGE = (120, 190)  # image side in pixels, drawn per axis; close to the 128 crop so a crop sees most objects
 CLASS_COUNT_P = (0.5, 0.3, 0.15, 0.05)  # P(1..4 classes per image) before co-occurring partners are added
 MAX_CLASSES = 4
@@ -49,7 +48,6 @@ SECOND_INSTANCE_P = 0.3  # probability that a class appears twice
 MAX_INSTANCES = 5  # objects per image at most (every chosen class keeps at least one)
 CO_OCCUR_PAIRS = ((0, 13), (2, 9), (4, 17), (6, 11), (15, 18))  # class index pairs that tend to co-occur
 CO_OCCUR_P = 0.6  # probability of adding the partner of a paired class
-OBJECT_SIDE = (0.35, 0.75)  # diameter of the circle around an object, fraction of the shorter side
 MIN_VISIBLE = 0.015  # each class must show this fraction of the image after occlusion, else redraw the layout
 MAX_LAYOUT_TRIES = 10
 PERIOD_RANGE = (8.0, 13.0)  # texture period in pixels (≥ 4 px even at the 0.5 rescale)
@@ -82,7 +80,7 @@ class SyntheticStyle:
         clutter: strength of the background clutter (soft blobs and faint stripes; 0 leaves a smooth colour field).
     """
 
-    object_side: tuple[float, float] = OBJECT_SIDE
+    object_side: tuple[float, float] = SYNTHETIC_OBJECT_SIDE
     clutter: float = 1.0
 
     def __post_init__(self) -> None:
@@ -95,7 +93,7 @@ class SyntheticStyle:
     def folder_suffix(self) -> str:
         """``""`` for the default style, else the settings that differ (part of the cache folder name)."""
         parts = []
-        if tuple(self.object_side) != OBJECT_SIDE:
+        if tuple(self.object_side) != SYNTHETIC_OBJECT_SIDE:
             parts.append(f"obj{self.object_side[0]:g}-{self.object_side[1]:g}")
         if self.clutter != 1.0:
             parts.append(f"clutter{self.clutter:g}")
@@ -288,8 +286,8 @@ def _void_borders(label: np.ndarray, width: int) -> np.ndarray:
 # --- a whole tree ---------------------------------------------------------------------------------
 def generate_dataset(
     out: str | Path,
-    num_train: int = DEFAULT_NUM_TRAIN,
-    num_val: int = DEFAULT_NUM_VAL,
+    num_train: int = SYNTHETIC_NUM_TRAIN,
+    num_val: int = SYNTHETIC_NUM_VAL,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     style: SyntheticStyle = DEFAULT_STYLE,
@@ -363,8 +361,8 @@ def ensure_default_dataset(
     Generation goes to a temporary sibling folder renamed into place when complete, so concurrent
     callers (several training workers) never see a partial tree; the loser of a race discards its copy.
     """
-    num_train = num_train or DEFAULT_NUM_TRAIN
-    num_val = num_val or DEFAULT_NUM_VAL
+    num_train = num_train or SYNTHETIC_NUM_TRAIN
+    num_val = num_val or SYNTHETIC_NUM_VAL
     target = default_dataset_dir(seed, num_train, num_val, cache_dir, style)
     if target.is_dir():
         return target

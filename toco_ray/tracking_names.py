@@ -1,0 +1,27 @@
+"""Where MLflow runs go when a command line does not say: the environment variable read (MLflow's own), the default
+experiment, the embedded store's files, and the tracking URI they resolve to.
+
+Kept apart from :mod:`toco_ray.tracking` (which re-exports every name here) because command lines need these names
+to print their ``--help``, and ``tracking`` loads MLflow's client, a second or more.
+
+Example:
+    >>> resolve_tracking_uri("outputs")  # sqlite:////abs/outputs/mlflow.db unless $MLFLOW_TRACKING_URI is set
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+DEFAULT_EXPERIMENT = "toco-ray"  # training runs (and inference runs of a training run in another store)
+DB_FILE = "mlflow.db"  # the embedded store: <output dir>/mlflow.db ...
+ARTIFACT_DIR = "mlartifacts"  # ... with artifacts in <output dir>/mlartifacts
+
+
+def resolve_tracking_uri(output_dir: str | os.PathLike) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<abs output_dir>/mlflow.db``."""
+    env = os.environ.get(TRACKING_URI_ENV, "").strip()
+    if env:
+        return env
+    return f"sqlite:///{Path(output_dir).resolve() / DB_FILE}"
