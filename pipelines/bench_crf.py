@@ -29,6 +29,7 @@ import torch
 
 from pipelines.infer import parse_scales
 from toco_ray import crf
+from toco_ray.cli import command_parser
 from toco_ray.config import apply_overrides, build_config
 from toco_ray.data import build_dataset, generate_dataset
 from toco_ray.data.transforms import resize_image
@@ -41,16 +42,16 @@ SEED = 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=24, help="images to refine (default 24)")
+    parser = command_parser("pipelines.bench_crf", __doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=24, help="images to refine")
     parser.add_argument("--size", type=int, default=VOC_SIZE[1],
-                        help="resize images to this width at 4:3 (default 500 → 500×375; 0 = keep)")
+                        help="resize images to this width at 4:3 (500 → 500×375, VOC's size; 0 = keep)")
     parser.add_argument("--preset", default="synthetic", help="network preset for the inference figure")
     parser.add_argument("--data-root", default="", help="dataset root (default: generated synthetic images)")
     parser.add_argument("--split", default="val", help="split to take the images from")
     parser.add_argument("--crf-cpus", type=float, default=1.0, help="CPUs reserved per Ray CRF task")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each path (median reported)")
-    parser.add_argument("--scales", type=parse_scales, default=(), help="inference scales (default eval.scales)")
+    parser.add_argument("--scales", type=parse_scales, default=(), help="inference scales (default: eval.scales)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for inference (0 = all cores)")
     return parser.parse_args(argv)
 

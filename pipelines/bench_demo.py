@@ -14,7 +14,6 @@ measured in this one run; weights are random and batches noise, the evaluation r
 
 from __future__ import annotations
 
-import argparse
 import io
 import time
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ import torch
 
 from pipelines.bench_step import StepTimer
 from toco_ray.benchmark import random_batch
+from toco_ray.cli import command_parser
 from toco_ray.data.build import class_names
 from toco_ray.distributed.loaders import val_loader, val_views
 from toco_ray.engine import build_objective
@@ -101,7 +101,7 @@ def projection(space: GridSpace, one: dict[str, float], two: dict[str, float], e
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("pipelines.bench_demo", __doc__)
     parser.add_argument("space", nargs="?", default="search_spaces/quick_demo.yaml", help="a grid search space")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per row and thread count (median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps of each row first")

@@ -20,7 +20,6 @@ smaller one) unless ``--images smooth``. Times are medians of ``--repeats`` runs
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.bench_step import SMOKE, bench_preset
+from toco_ray.cli import command_parser
 from toco_ray.data.transforms import denormalize
 from toco_ray.losses import DenseEnergyLoss
 from toco_ray.losses.permutohedral import BACKENDS, _numba
@@ -98,7 +98,7 @@ def bench_reg_step(steps: int, overrides: dict | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("pipelines.bench_energy", __doc__)
     available = [b for b in BACKENDS[1:] if b == "torch" or _numba is not None]
     parser.add_argument("--backends", default=",".join(available), help="lattice backends to time in part 2")
     parser.add_argument("--images", choices=("noise", "smooth"), default="noise", help="inputs of part 2")

@@ -29,6 +29,7 @@ from pathlib import Path
 from PIL import Image
 
 from toco_ray.benchmark import time_loader, time_views
+from toco_ray.cli import command_parser
 from toco_ray.config import build_config
 from toco_ray.data import TrainViews, ViewDataset, build_dataset, generate_dataset
 
@@ -42,8 +43,8 @@ TRAINING_LOOP_CPUS = 1  # the training process itself: launches GPU work, copies
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=64, help="images to time (default %(default)s)")
+    parser = command_parser("pipelines.bench_loader", __doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=64, help="images to time")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="DataLoader workers of the scaling check (default: this machine's CPUs)")
     parser.add_argument("--gpu-check", default="", help="a pipelines.gpu_check JSON: its bf16 step rate")

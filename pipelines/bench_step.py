@@ -14,13 +14,13 @@ with the ratios, all measured in one run. Weights are random (nothing is downloa
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
 from toco_ray.benchmark import random_batch, synchronize
+from toco_ray.cli import command_parser
 from toco_ray.config import build_config
 from toco_ray.engine import build_objective, to_device, train_step
 from toco_ray.optim import build_optimizer, build_scheduler
@@ -87,7 +87,7 @@ def bench_preset(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("pipelines.bench_step", __doc__)
     parser.add_argument("--presets", default="synthetic,voc", help="comma-separated presets to time")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per variant (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps of each variant first")

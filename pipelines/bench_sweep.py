@@ -48,6 +48,8 @@ from typing import Any
 
 import yaml
 
+from toco_ray.cli import command_parser
+
 # Light on purpose: every Ray worker of the benchmark's cluster imports this module (its setup hook), and the timers
 # must be in place before the code they time is imported, so Ray, Tune and the sweep are imported inside functions.
 EVENTS_ENV = "TOCO_BENCH_EVENTS"  # folder every timed process appends to; set by this benchmark only
@@ -275,8 +277,7 @@ def fixed(row: dict[str, float]) -> float:
 
 # --- command line -----------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("pipelines.bench_sweep", __doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=3, help="trials per sweep (seeds of one grid point)")
     parser.add_argument("--iters", type=int, default=60, help="training iterations per trial")
     parser.add_argument("--compare", default="", metavar="DIR",

@@ -20,19 +20,24 @@ import os
 import sys
 from pathlib import Path
 
-from toco_ray.data.labels import read_reference_label_file, save_label_file
+from toco_ray.cli import command_parser
 from toco_ray.errors import EXIT_STATUS, TocoError
 
 DEFAULT_NAME = "cls_labels.npy"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = command_parser("pipelines.convert_labels", __doc__.splitlines()[0])
     parser.add_argument("labels", help="the reference's pickled label file (np.save of a dict name → multi-hot)")
-    parser.add_argument("--out", default="", help=f"output file (default {DEFAULT_NAME} next to the input)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", default="", help=f"output file (default: {DEFAULT_NAME} next to the input)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # imported once the command line is read: the data package loads torch, which --help does not need
+    from toco_ray.data.labels import read_reference_label_file, save_label_file
+
     src = Path(args.labels)
     dst = Path(args.out) if args.out else src.parent / DEFAULT_NAME
     if not src.is_file():

@@ -23,25 +23,31 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
-
-from toco_ray import device_check as dc
 from toco_ray.atomic import atomic_write
+from toco_ray.cli import command_parser
+
+if TYPE_CHECKING:
+    import torch
+
+    from toco_ray import device_check as dc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="where to run (default cuda)")
+    parser = command_parser("pipelines.gpu_check", __doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="where to run")
     parser.add_argument("--tiny", action="store_true", help="synthetic preset, one timed step: a CPU smoke run")
-    parser.add_argument("--json", default="gpu_check.json", help="where to write the figures (default %(default)s)")
+    parser.add_argument("--json", default="gpu_check.json", help="where to write the figures")
     parser.add_argument("--compile", action="store_true", help="also time the step under torch.compile")
-    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend")
     return parser.parse_args(argv)
 
 
 def resolve_device(name: str) -> torch.device:
     """``cuda`` → the current CUDA device; exits with status 2 and one line when there is none."""
+    import torch  # here, not at the top: --help answers without loading torch
+
     if name == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -53,6 +59,8 @@ def resolve_device(name: str) -> torch.device:
 
 def run_checks(plan: dc.CheckPlan) -> dict:
     """Runs every check in order, printing one line as each finishes; returns ``{section: results}``."""
+    from toco_ray import device_check as dc  # here, as in main: it loads torch and timm
+
     steps: list[tuple[str, Callable[[], dict]]] = [
         ("training", lambda: dc.check_training(plan)),
         ("cpu_vs_device", lambda: dc.check_cpu_vs_device(plan)),
@@ -73,6 +81,8 @@ def run_checks(plan: dc.CheckPlan) -> dict:
 def run_compile_check(plan: dc.CheckPlan) -> dict:
     """The step under ``torch.compile``. A compiler that fails is reported in the table, not raised: it says
     what this torch build can do, not whether ToCo's step is right, and the other verdicts stand."""
+    from toco_ray import device_check as dc
+
     start = time.perf_counter()
     try:
         result = dc.check_compile(plan)
@@ -160,6 +170,8 @@ def write_json(results: dict, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from toco_ray import device_check as dc  # once the command line is read: it loads torch and timm
+
     device = resolve_device(args.device)
     plan = dc.CheckPlan.tiny(device) if args.tiny else dc.CheckPlan(device)
     plan.compile_backend = args.compile_backend

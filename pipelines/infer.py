@@ -24,8 +24,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from toco_ray.cli import command_parser
 from toco_ray.errors import EXIT_STATUS, TocoError
-from toco_ray.inference import InferenceOptions, run_inference
+from toco_ray.tracking_names import TRACKING_URI_ENV
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
@@ -40,26 +41,27 @@ def parse_scales(text: str) -> tuple[float, ...]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_parser("pipelines.infer", __doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint folder, training run folder (latest checkpoint), MLflow run id "
                              "(runs:/<id>), or 'random' with --smoke")
-    parser.add_argument("--split", default="val", help="split list name: val, train_aug, test, ... (default val)")
+    parser.add_argument("--split", default="val", help="split list name: val, train_aug, test, ...")
     parser.add_argument("--data-root", default="", help="dataset root (default: the checkpoint config's data.root)")
     parser.add_argument("--mode", choices=("seg", "cam"), default="seg",
-                        help="seg: final segmentation; cam: CAM pseudo labels (default seg)")
+                        help="seg: final segmentation; cam: CAM pseudo labels")
     parser.add_argument("--scales", type=parse_scales, default=(),
                         help="comma-separated image scales (default: eval.scales for seg, cam.scales for cam)")
     parser.add_argument("--crf", action="store_true", help="dense CRF as a separate CPU stage (eval.crf_*)")
-    parser.add_argument("--out", default="", help="output folder (default under outputs/inference/)")
+    parser.add_argument("--out", default="",
+                        help="output folder (default: <output-root>/inference/<run>-<checkpoint>/<split>-<mode>[-crf])")
     parser.add_argument("--workers", type=int, default=None,
                         help="inference actors (default: one per GPU, or 1 on CPU)")
     parser.add_argument("--gpus-per-worker", type=float, default=None,
-                        help="GPUs per inference actor, fractions share a GPU (default 1 with GPUs, else 0)")
+                        help="GPUs per inference actor, fractions share a GPU (default: 1 with GPUs, else 0)")
     parser.add_argument("--cpus-per-worker", type=float, default=None,
-                        help="CPUs reserved per inference actor (default min(1, CPUs / (2·workers)))")
+                        help="CPUs reserved per inference actor (default: min(1, CPUs / (2·workers)))")
     parser.add_argument("--crf-cpus", type=float, default=None,
-                        help="CPUs reserved per CRF/writing task (default 1, or what the actors leave)")
+                        help="CPUs reserved per CRF/writing task (default: 1, or what the actors leave)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="record unreadable images in failures.jsonl and go on (default: fail naming the file)")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
@@ -70,12 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=0, help="only the first N images of the split (0 = all)")
     parser.add_argument("--serial", action="store_true", help="plain loop in this process instead of Ray Data")
     parser.add_argument("--no-mlflow", dest="mlflow", action="store_false", help="do not log to MLflow")
-    parser.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI "
-                                                          "or sqlite under --output-root)")
-    parser.add_argument("--output-root", default="outputs", help="root of default outputs and the MLflow store")
-    parser.add_argument("--ray-address", default="", help="Ray cluster to join (default $RAY_ADDRESS or local)")
+    parser.add_argument("--tracking-uri", default="",
+                        help=f"MLflow tracking URI (default: ${TRACKING_URI_ENV}, else sqlite under --output-root)")
+    parser.add_argument("--output-root", default="outputs",
+                        help="root of the default --out (inference/) and of the embedded MLflow store")
+    parser.add_argument("--ray-address", default="", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
     parser.add_argument("--overlays", type=int, default=None,
-                        help="prediction overlays to write and log (default eval.num_probe_images)")
+                        help="prediction overlays to write and log (default: the config's eval.num_probe_images)")
     parser.add_argument("--smoke", action="store_true",
                         help="pipeline check: a few images (generated synthetic data unless --data-root)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -84,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    # imported once the command line is read: torch, Ray Data and MLflow take seconds to load, --help needs none
+    from toco_ray.inference import InferenceOptions, run_inference
+
     options = InferenceOptions(
         checkpoint=args.checkpoint,
         split=args.split,

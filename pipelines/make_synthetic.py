@@ -17,26 +17,29 @@ import argparse
 import sys
 import time
 
+from toco_ray.cli import command_parser
 from toco_ray.config import SYNTHETIC_NUM_TRAIN, SYNTHETIC_NUM_VAL, SYNTHETIC_OBJECT_SIDE
-from toco_ray.data.errors import DatasetError
-from toco_ray.data.synthetic import SyntheticStyle, generate_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_parser("pipelines.make_synthetic", __doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder (VOC layout is written inside)")
     parser.add_argument("--num-train", type=int, default=SYNTHETIC_NUM_TRAIN, help="training images")
     parser.add_argument("--num-val", type=int, default=SYNTHETIC_NUM_VAL, help="validation images")
     parser.add_argument("--seed", type=int, default=0, help="same seed → byte-identical files")
     parser.add_argument("--object-side", type=float, nargs=2, default=SYNTHETIC_OBJECT_SIDE, metavar=("LOW", "HIGH"),
-                        help="object diameter range, fraction of the shorter image side (default %(default)s)")
+                        help="object diameter range, fraction of the shorter image side")
     parser.add_argument("--clutter", type=float, default=1.0,
-                        help="background clutter strength, 0 = smooth colour field (default %(default)s)")
+                        help="background clutter strength, 0 = smooth colour field")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # imported once the command line is read: the data package loads torch, which --help does not need
+    from toco_ray.data.errors import DatasetError
+    from toco_ray.data.synthetic import SyntheticStyle, generate_dataset
+
     start = time.perf_counter()
 
     def progress(done: int, total: int) -> None:

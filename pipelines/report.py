@@ -19,17 +19,13 @@ import os
 import sys
 from pathlib import Path
 
-from mlflow import MlflowClient
-
+from toco_ray.cli import command_parser
 from toco_ray.errors import EXIT_STATUS, TocoError
-from toco_ray.tracking import TRACKING_URI_ENV, resolve_tracking_uri
-from toco_ray.tuning.report import REPORT_DIR, build_report, log_report, markdown, write_report
+from toco_ray.tracking_names import TRACKING_URI_ENV, resolve_tracking_uri
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = command_parser("pipelines.report", __doc__.splitlines()[0])
     parser.add_argument("target", metavar="EXPERIMENT_OR_PARENT_RUN",
                         help="a sweep name, an MLflow experiment (its latest sweep), or a parent/trial run id")
     parser.add_argument("--output-dir", default="outputs", help="where the embedded MLflow store is")
@@ -40,6 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # imported once the command line is read: MLflow's client and matplotlib take seconds, --help needs neither
+    from mlflow import MlflowClient
+
+    from toco_ray.tuning.report import REPORT_DIR, build_report, log_report, markdown, write_report
+
     uri = resolve_tracking_uri(args.output_dir)
     missing = missing_store(uri, args.output_dir)
     if missing:

@@ -26,12 +26,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.train import SMOKE_OVERRIDES
+from toco_ray.cli import command_parser
 from toco_ray.config import parse_override
 from toco_ray.errors import EXIT_STATUS, TocoError
 from toco_ray.tuning.space import GridSpace, format_value
-from toco_ray.tuning.sweep import SweepRequest, SweepSettings, run_sweep, sweep_space
+
+if TYPE_CHECKING:
+    from toco_ray.tuning.sweep import SweepRequest
 
 INTERRUPTED = 130  # exit status of a sweep stopped by Ctrl-C (128 + SIGINT), as shells report it
 TERMINATED = 143  # ... and by SIGTERM (128 + SIGTERM), which stops it the same way
@@ -40,9 +44,7 @@ OPTUNA_STORAGE_ENV = "TOCO_OPTUNA_STORAGE"  # default of --optuna-storage; clust
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = command_parser("pipelines.sweep", __doc__.splitlines()[0])
     parser.add_argument("space", help="search-space YAML (see search_spaces/ and toco_ray/tuning/space.py)")
     parser.add_argument("--data-root", default="", help="dataset root for every trial (sets data.root)")
     parser.add_argument("--num-samples", type=int, default=0, help="Optuna trials (default: the space's)")
@@ -74,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_request(args: argparse.Namespace, hooks: tuple = ()) -> SweepRequest:
     """The sweep described by the command line (nothing checked or started yet)."""
+    # imported here, as in main and dry_run_lines: Tune, torch and MLflow take seconds to load, --help needs none
+    from toco_ray.tuning.sweep import SweepRequest, SweepSettings
+
     overrides = dict(parse_override(text) for text in args.overrides)
     if args.data_root:
         overrides["data.root"] = str(Path(args.data_root).resolve())
@@ -94,6 +99,8 @@ def build_request(args: argparse.Namespace, hooks: tuple = ()) -> SweepRequest:
 def main(argv: list[str] | None = None, hooks: tuple = ()) -> int:
     """The command; ``hooks``: worker-loop hooks for every trial's training (a test holds a trial with one)."""
     args = parse_args(argv)
+    from toco_ray.tuning.sweep import run_sweep  # once the command line is read (see build_request)
+
     if not sys.stdout.isatty():  # worker lines reach a log file or pipe: no colour codes around their prefixes
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     try:
@@ -118,6 +125,8 @@ def main(argv: list[str] | None = None, hooks: tuple = ()) -> int:
 def dry_run_lines(request: SweepRequest) -> list[str]:
     """The trials the request's space expands to, each with the overrides it adds to ``base.set`` (checked, as a
     sweep would check them, but nothing started)."""
+    from toco_ray.tuning.sweep import sweep_space
+
     space = sweep_space(request.space_path, request.settings)
     lines = [f"{space.name}: {space.trial_count()} trial(s), {space.kind}, metric {space.metric} ({space.mode})"]
     if isinstance(space, GridSpace):

@@ -25,9 +25,10 @@ import signal
 import sys
 from pathlib import Path
 
+from toco_ray.cli import command_parser
 from toco_ray.errors import EXIT_STATUS, TocoError
 from toco_ray.processes import stop_session
-from toco_ray.tracking import TRACKING_URI_ENV, runs_view_url
+from toco_ray.tracking_names import TRACKING_URI_ENV
 from toco_ray.tracking_server import (
     DEFAULT_PORT,
     LOG_FILE,
@@ -45,18 +46,15 @@ from toco_ray.tracking_server import (
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = command_parser("pipelines.tracking_server", __doc__.splitlines()[0])
     parser.add_argument("--host", default=LOOPBACK,
-                        help="interface to bind (default 127.0.0.1: this machine only; 0.0.0.0 on a cluster's head, "
-                             "whose nodes log to it over the private network)")
+                        help=f"interface to bind: {LOOPBACK} is this machine only; 0.0.0.0 on a cluster's head, "
+                             "whose nodes log to it over the private network")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help=f"TCP port (default {DEFAULT_PORT}; 0: a port free on --host now, named in the URI the "
-                             "command prints)")
+                        help="TCP port; 0: a port free on --host now, named in the URI the command prints")
     parser.add_argument("--output-dir", default="outputs",
-                        help="folder of the database, the server's log and its pid record (default: outputs/, "
-                             "the pipelines' own store)")
+                        help="folder of the database, the server's log and its pid record; outputs is the "
+                             "pipelines' own store")
     parser.add_argument("--backend-store-uri", default="",
                         help="run database (default: sqlite:///<output-dir>/mlflow.db)")
     parser.add_argument("--artifacts-destination", default="",
@@ -140,6 +138,8 @@ def experiment_links(uri: str, most: int = 10) -> list[str]:
     # imported here: the server's own command line (and its --help) does not need MLflow's client in this process
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from toco_ray.tracking import runs_view_url
 
     try:
         client = MlflowClient(tracking_uri=uri)

@@ -23,13 +23,16 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from toco_ray.cli import command_parser
 from toco_ray.config import PRESETS, build_config, parse_override
-from toco_ray.distributed import TrainJob, launch, new_run_name, resolve_resume
-from toco_ray.distributed.interrupts import TrainingInterrupted
 from toco_ray.errors import EXIT_STATUS, TocoError
 from toco_ray.metric_names import REPORT_METRICS
-from toco_ray.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri, run_ui_hint
+from toco_ray.tracking_names import DEFAULT_EXPERIMENT, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from toco_ray.distributed import TrainJob
 
 INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as shells report it; 143 after SIGTERM
 # --smoke: a handful of iterations that still cross every stage (warm-up, seg start, two evaluations, checkpoints)
@@ -44,12 +47,8 @@ SMOKE_OVERRIDES = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--preset", default="synthetic", choices=sorted(PRESETS), help="base config (default synthetic)"
-    )
+    parser = command_parser("pipelines.train", __doc__.splitlines()[0])
+    parser.add_argument("--preset", default="synthetic", choices=sorted(PRESETS), help="base config")
     parser.add_argument("--data-root", default="", help="dataset root (sets data.root)")
     parser.add_argument(
         "--set",
@@ -75,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CPUs per worker (default: the cluster's CPUs shared equally)",
     )
     parser.add_argument("--resume", default="", metavar="RUN", help="continue run RUN from its latest checkpoint")
-    parser.add_argument("--smoke", action="store_true", help="a few iterations for CI: " + str(SMOKE_OVERRIDES))
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few iterations for CI: " + ", ".join(f"{k}={v}" for k, v in SMOKE_OVERRIDES.items()))
     parser.add_argument("--output-dir", default="outputs", help="run folders and the embedded MLflow store")
     parser.add_argument("--run-name", default="", help="name of a new run (default: toco-<preset>-<time>-<hex>)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
@@ -91,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_job(args: argparse.Namespace) -> TrainJob:
     """The job described by the command line (config resolved, nothing started)."""
+    from toco_ray.distributed import TrainJob, new_run_name, resolve_resume  # torch, timm, Ray: not for --help
+
     overrides = dict(parse_override(text) for text in [*args.overrides, *args.extra_overrides])
     if args.data_root:
         overrides["data.root"] = str(Path(args.data_root).resolve())
@@ -116,6 +118,11 @@ def build_job(args: argparse.Namespace) -> TrainJob:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # imported once the command line is read: torch, timm, Ray and MLflow take seconds to load, --help needs none
+    from toco_ray.distributed import launch
+    from toco_ray.distributed.interrupts import TrainingInterrupted
+    from toco_ray.tracking import run_ui_hint
+
     started = time.perf_counter()
     if not sys.stdout.isatty():  # worker lines reach a log file or pipe: no colour codes around their prefixes
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")

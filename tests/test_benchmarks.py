@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from pipelines import bench_demo, bench_energy, bench_step
+from pipelines import bench_demo, bench_energy, bench_help, bench_step
 
 pytestmark = pytest.mark.unit
 
@@ -46,3 +46,12 @@ def test_bench_demo_smoke(capsys, tiny_root):
     serial, paired, verdict = int(found[1]), int(found[2]), found[3]
     assert out[7].startswith("sweep of 6 trials") and serial > 0 and paired > 0
     assert verdict == ("two at once" if paired < serial else "one at a time")
+
+
+def test_bench_help_smoke(capsys):
+    bench_help.main(["--smoke"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("python -m pipelines.<command> --help, median of 1 run(s)")
+    rows = {line.split()[0]: float(line.split()[1]) for line in out[2:]}
+    assert list(rows) == list(bench_help.SMOKE_COMMANDS)  # one row per command, in order, and nothing else
+    assert all(seconds > 0 for seconds in rows.values())
