@@ -15,8 +15,8 @@ Copy-paste:
 
 An interrupted run is resumed by running the same command again: only images without outputs are processed
 (``--no-resume`` starts over). Outputs (palette PNGs, per-image records, ``results.parquet``, ``summary.json``,
-overlays) go to ``--out`` (default ``outputs/inference/<run>-<checkpoint>/<split>-<mode>[-crf]``); the summary is
-also logged to MLflow as a run nested under the training run.
+overlays) go to ``--out`` (default ``<output-dir>/inference/<run>-<checkpoint>/<split>-<mode>[-crf]``, with
+``--output-dir`` default ``outputs``); the summary is also logged to MLflow as a run nested under the training run.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated image scales (default: eval.scales for seg, cam.scales for cam)")
     parser.add_argument("--crf", action="store_true", help="dense CRF as a separate CPU stage (eval.crf_*)")
     parser.add_argument("--out", default="",
-                        help="output folder (default: <output-root>/inference/<run>-<checkpoint>/<split>-<mode>[-crf])")
+                        help="output folder (default: <output-dir>/inference/<run>-<checkpoint>/<split>-<mode>[-crf])")
     parser.add_argument("--workers", type=int, default=None,
                         help="inference actors (default: one per GPU, or 1 on CPU)")
     parser.add_argument("--gpus-per-worker", type=float, default=None,
@@ -73,9 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--serial", action="store_true", help="plain loop in this process instead of Ray Data")
     parser.add_argument("--no-mlflow", dest="mlflow", action="store_false", help="do not log to MLflow")
     parser.add_argument("--tracking-uri", default="",
-                        help=f"MLflow tracking URI (default: ${TRACKING_URI_ENV}, else sqlite under --output-root)")
-    parser.add_argument("--output-root", default="outputs",
-                        help="root of the default --out (inference/) and of the embedded MLflow store")
+                        help=f"MLflow tracking URI (default: ${TRACKING_URI_ENV}, else sqlite under --output-dir)")
+    parser.add_argument("--output-dir", "--output-root", dest="output_dir", default="outputs",
+                        help="root of the default --out (inference/) and of the embedded MLflow store "
+                             "(--output-root: its former name)")
     parser.add_argument("--ray-address", default="", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
     parser.add_argument("--overlays", type=int, default=None,
                         help="prediction overlays to write and log (default: the config's eval.num_probe_images)")
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         serial=args.serial,
         mlflow=args.mlflow,
         tracking_uri=args.tracking_uri,
-        output_root=args.output_root,
+        output_dir=args.output_dir,
         ray_address=args.ray_address,
         overlays=args.overlays,
         smoke=args.smoke,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import infer
 from pipelines.bench_help import COMMANDS
 from toco_ray.cli import command_parser
 
@@ -74,3 +75,9 @@ def test_help_shows_each_default_once():
     assert "TCP port (default: 5000)" in text and "0 = CPU (default: 0.0)" in text
     assert "run name (default: a new one) --smoke" in text and "CI run --workers" in text
     assert text.endswith("actors")
+
+
+def test_infer_reads_the_former_output_root_option():
+    assert infer.parse_args(["--checkpoint", "c", "--output-root", "old"]).output_dir == "old"
+    assert infer.parse_args(["--checkpoint", "c", "--output-dir", "new"]).output_dir == "new"
+    assert infer.parse_args(["--checkpoint", "c"]).output_dir == "outputs"

@@ -43,7 +43,7 @@ def infer(checkpoint: Path, tmp_path: Path, capsys) -> tuple[str, str]:
     out = tmp_path / "out"
     try:
         infer_main(["--checkpoint", str(checkpoint), "--serial", "--no-mlflow", "--limit", "2", "--out", str(out),
-                    "--no-progress", "--output-root", str(tmp_path / "outputs")])
+                    "--no-progress", "--output-dir", str(tmp_path / "outputs")])
     except SystemExit as exit_:
         err = capsys.readouterr().err
         assert exit_.code == 2, err  # a refused command exits 2 with its error as the last line

@@ -22,7 +22,7 @@ needs_unshare = pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid
 
 def infer_args(checkpoint_dir: Path, out: Path, *extra: str) -> list[str]:
     return ["--checkpoint", str(checkpoint_dir), "--serial", "--no-mlflow", "--no-progress", "--out", str(out),
-            "--output-root", str(out.parent / "outputs"), *extra]
+            "--output-dir", str(out.parent / "outputs"), *extra]
 
 
 def test_case37_out_is_a_file(checkpoint_dir, tmp_path, capsys):
@@ -91,11 +91,11 @@ def test_case48_a_tracking_store_that_is_not_sqlite(tmp_path, tiny_cfg, monkeypa
 
 @pytest.mark.parametrize("split", ["../../../evil", "val/../../evil"])
 def test_case40_a_split_name_that_leaves_its_folder_is_refused(checkpoint_dir, tmp_path, split, capsys):
-    # the split list was read from outside the data root and <split>-seg/ written outside --output-root; now the
+    # the split list was read from outside the data root and <split>-seg/ written outside --output-dir; now the
     # name is refused first (one line, exit status 2, as every refused option of every command)
     root = tmp_path / "outputs" / "x"
     with pytest.raises(SystemExit) as exit_:
-        infer_main(["--checkpoint", str(checkpoint_dir), "--split", split, "--output-root", str(root), "--serial",
+        infer_main(["--checkpoint", str(checkpoint_dir), "--split", split, "--output-dir", str(root), "--serial",
                     "--no-mlflow", "--no-progress", "--limit", "1"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == f"error: --split {split!r} is not a valid name: use {ALPHABET}\n"

@@ -187,7 +187,7 @@ def test_cam_pseudo_labels_match_between_paths_and_use_only_present_classes(
 
 def test_cli_smoke_with_a_random_network(tmp_path, capsys):
     summary = infer_main(["--checkpoint", "random", "--smoke", "--crf", "--serial", "--out", str(tmp_path / "smoke"),
-                          "--output-root", str(tmp_path), "--no-mlflow", "--no-progress"])
+                          "--output-dir", str(tmp_path), "--no-mlflow", "--no-progress"])
     assert (summary["num_done"], summary["smoke"], summary["final_kind"]) == (4, True, "seg_crf")
     assert len(list((tmp_path / "smoke" / "overlays").glob("*.png"))) == 4
     with pytest.raises(SystemExit) as exit_:
@@ -205,7 +205,7 @@ def test_results_are_logged_to_mlflow_under_the_training_run(checkpoint_dir, tmp
     run_dir = tmp_path / "run"
     write_checkpoint(run_dir, 4, tiny_cfg, model, mlflow_run_id=parent)
     summary = run_inference(options(run_dir, tmp_path / "out", serial=True, limit=2, mlflow=True,
-                                    tracking_uri=mlflow_uri, output_root=str(tmp_path)))
+                                    tracking_uri=mlflow_uri, output_dir=str(tmp_path)))
     child = client.get_run(summary["mlflow_run_id"])
     assert child.data.tags["mlflow.parentRunId"] == parent and child.info.experiment_id == experiment
     assert child.data.metrics["seg/miou"] == pytest.approx(summary["metrics"]["seg"]["miou"])

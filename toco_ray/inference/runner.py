@@ -92,7 +92,7 @@ class InferenceOptions:
     serial: bool = False
     mlflow: bool = True
     tracking_uri: str = ""
-    output_root: str = "outputs"
+    output_dir: str = "outputs"
     ray_address: str = ""
     overlays: int | None = None
     smoke: bool = False
@@ -220,7 +220,7 @@ def open_split(cfg: ToCoConfig, options: InferenceOptions) -> tuple[ToCoConfig, 
     """The config with ``--data-root`` applied and the split's reader (a tiny generated tree in smoke mode)."""
     root = options.data_root
     if options.smoke and not root and cfg.data.dataset == "synthetic":
-        root = str(generate_dataset(Path(options.out or options.output_root) / "smoke-data",
+        root = str(generate_dataset(Path(options.out or options.output_dir) / "smoke-data",
                                     SMOKE_IMAGES, SMOKE_IMAGES, SMOKE_SEED))
     if root:
         cfg = apply_overrides(cfg, {"data.root": str(Path(root).resolve())})
@@ -251,14 +251,14 @@ def run_settings(task: InferenceTask, info: CheckpointInfo | None, dataset: SegD
 
 
 def default_out_dir(options: InferenceOptions, info: CheckpointInfo | None) -> Path:
-    """``<output_root>/inference/<run>-<checkpoint>/<split>-<mode>[-crf]``."""
+    """``<output_dir>/inference/<run>-<checkpoint>/<split>-<mode>[-crf]``."""
     if info is None:
         source = "random-smoke"
     else:
         run = info.meta.get("run_name") or info.folder.parent.name
         source = check_name(f"run name of checkpoint {info.folder}", f"{run}-{info.folder.name}")
     leaf = f"{options.split}-{options.mode}" + ("-crf" if options.crf else "")
-    return Path(options.output_root) / "inference" / source / leaf
+    return Path(options.output_dir) / "inference" / source / leaf
 
 
 def _free_space(folder: Path) -> str:
@@ -284,7 +284,7 @@ def checked_options(options: InferenceOptions) -> InferenceOptions:
 
 def resolve_tracking(options: InferenceOptions) -> str:
     """The MLflow tracking URI (checked now, before any work, when results will be logged)."""
-    uri = options.tracking_uri or resolve_tracking_uri(options.output_root)
+    uri = options.tracking_uri or resolve_tracking_uri(options.output_dir)
     if options.mlflow:
         check_tracking_uri(uri)
     return uri
@@ -332,7 +332,7 @@ def finish_run(
     overlays = write_overlays(layout, task, [read_item(dataset, dataset.names.index(n)) for n in finished[:count]])
     print("\n".join(summary_lines(summary)) + "\n" + per_class_table(summary), file=sys.stdout)
     if options.mlflow:
-        location = artifact_root(options.output_root) if is_local_store(tracking_uri) else None
+        location = artifact_root(options.output_dir) if is_local_store(tracking_uri) else None
         params = {**flatten(task.cfg), **{f"infer.{k}": v for k, v in run.items() if k in LOGGED_SETTINGS}}
         summary["mlflow_run_id"] = log_to_mlflow(tracking_uri, summary, layout, overlays, run["training_run_id"],
                                                  params, location)
