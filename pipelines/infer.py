@@ -16,7 +16,8 @@ Copy-paste:
 An interrupted run is resumed by running the same command again: only images without outputs are processed
 (``--no-resume`` starts over). Outputs (palette PNGs, per-image records, ``results.parquet``, ``summary.json``,
 overlays) go to ``--out`` (default ``<output-dir>/inference/<run>-<checkpoint>/<split>-<mode>[-crf]``, with
-``--output-dir`` default ``outputs``); the summary is also logged to MLflow as a run nested under the training run.
+``--output-dir`` default ``outputs``); the summary is also logged to MLflow as a run nested under the training run
+(in the training run's experiment, unless ``--experiment`` or ``$MLFLOW_EXPERIMENT_NAME`` names another).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sys
 
 from toco_ray.cli import command_parser
 from toco_ray.errors import EXIT_STATUS, TocoError
-from toco_ray.tracking_names import TRACKING_URI_ENV
+from toco_ray.tracking_names import DEFAULT_EXPERIMENT, EXPERIMENT_ENV, TRACKING_URI_ENV
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
@@ -74,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-mlflow", dest="mlflow", action="store_false", help="do not log to MLflow")
     parser.add_argument("--tracking-uri", default="",
                         help=f"MLflow tracking URI (default: ${TRACKING_URI_ENV}, else sqlite under --output-dir)")
+    parser.add_argument("--experiment", default="",
+                        help=f"MLflow experiment of the inference run (default: ${EXPERIMENT_ENV}, else the training "
+                             f"run's, else {DEFAULT_EXPERIMENT})")
     parser.add_argument("--output-dir", "--output-root", dest="output_dir", default="outputs",
                         help="root of the default --out (inference/) and of the embedded MLflow store "
                              "(--output-root: its former name)")
@@ -112,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
         mlflow=args.mlflow,
         tracking_uri=args.tracking_uri,
         output_dir=args.output_dir,
+        experiment=args.experiment,
         ray_address=args.ray_address,
         overlays=args.overlays,
         smoke=args.smoke,

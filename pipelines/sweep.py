@@ -15,7 +15,8 @@ Ctrl-C or SIGTERM stops a sweep (exit status 130 / 143): the cut-off trials and 
 Resume is the default: the same command continues an interrupted sweep (finished trials are kept, unfinished ones
 continue from their checkpoints, the Optuna study and the MLflow parent run are reused). Everything lands in
 ``--output-dir`` (default ``outputs/``): ``sweeps/<name>/`` (state, Tune, Optuna study, trial runs) and, unless
-``MLFLOW_TRACKING_URI`` is set, the MLflow store ``mlflow.db`` (experiment ``toco-sweep-<space>``). On a cluster
+``MLFLOW_TRACKING_URI`` is set, the MLflow store ``mlflow.db`` (experiment ``--experiment``, else
+``$MLFLOW_EXPERIMENT_NAME``, else ``toco-sweep-<space>``). On a cluster
 (``cluster.yaml``), ``--output-dir`` is on shared storage and the Optuna study goes to the head node's database
 (``--optuna-storage``, set there through ``$TOCO_OPTUNA_STORAGE``).
 """
@@ -32,6 +33,7 @@ from pipelines.train import SMOKE_OVERRIDES
 from toco_ray.cli import command_parser
 from toco_ray.config import parse_override
 from toco_ray.errors import EXIT_STATUS, TocoError
+from toco_ray.tracking_names import EXPERIMENT_ENV
 from toco_ray.tuning.space import GridSpace, format_value
 
 if TYPE_CHECKING:
@@ -66,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="check the space and list the trials it expands to; start nothing")
     parser.add_argument("--name", default="", help="sweep name (default: the space file's name)")
     parser.add_argument("--output-dir", default="outputs", help="sweeps folder and the embedded MLflow store")
-    parser.add_argument("--experiment", default="", help="MLflow experiment (default: toco-sweep-<space>)")
+    parser.add_argument("--experiment", default="",
+                        help=f"MLflow experiment (default: ${EXPERIMENT_ENV}, else toco-sweep-<space>)")
     parser.add_argument("--ray-address", default="", help="Ray cluster to join (default: $RAY_ADDRESS or local)")
     parser.add_argument("--optuna-storage", default=os.environ.get(OPTUNA_STORAGE_ENV, ""),
                         help=f"database of a new Optuna sweep's study, e.g. sqlite:////abs/optuna.db (default: "

@@ -13,7 +13,8 @@ Copy-paste:
 
 Outputs go to ``--output-dir`` (default ``outputs/``): run folders with checkpoints in ``runs/<run name>/``, and,
 unless ``MLFLOW_TRACKING_URI`` is set, the MLflow store ``mlflow.db`` with artifacts in ``mlartifacts/``
-(browse with ``mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db``).
+(browse with ``mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db``). The MLflow experiment is
+``--experiment``, else ``$MLFLOW_EXPERIMENT_NAME``, else ``toco-ray``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from toco_ray.cli import command_parser
 from toco_ray.config import PRESETS, build_config, parse_override
 from toco_ray.errors import EXIT_STATUS, TocoError
 from toco_ray.metric_names import REPORT_METRICS
-from toco_ray.tracking_names import DEFAULT_EXPERIMENT, resolve_tracking_uri
+from toco_ray.tracking_names import DEFAULT_EXPERIMENT, EXPERIMENT_ENV, resolve_experiment, resolve_tracking_uri
 
 if TYPE_CHECKING:
     from toco_ray.distributed import TrainJob
@@ -78,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a few iterations for CI: " + ", ".join(f"{k}={v}" for k, v in SMOKE_OVERRIDES.items()))
     parser.add_argument("--output-dir", default="outputs", help="run folders and the embedded MLflow store")
     parser.add_argument("--run-name", default="", help="name of a new run (default: toco-<preset>-<time>-<hex>)")
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
+    parser.add_argument("--experiment", default="",
+                        help=f"MLflow experiment name (default: ${EXPERIMENT_ENV}, else {DEFAULT_EXPERIMENT})")
     parser.add_argument("--max-failures", type=int, default=3, help="worker failures to recover from")
     parser.add_argument("--keep-checkpoints", type=int, default=2, help="most recent checkpoints kept")
     parser.add_argument(
@@ -107,7 +109,7 @@ def build_job(args: argparse.Namespace) -> TrainJob:
         gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker,
         tracking_uri=resolve_tracking_uri(output_dir),
-        experiment=args.experiment,
+        experiment=resolve_experiment(args.experiment, DEFAULT_EXPERIMENT),
         resume=bool(args.resume),
         max_failures=args.max_failures,
         keep_checkpoints=args.keep_checkpoints,

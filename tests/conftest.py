@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from toco_ray.data.synthetic import generate_dataset
+from toco_ray.tracking_names import EXPERIMENT_ENV
 
 NUM_TRAIN, NUM_VAL = 16, 8
 
@@ -28,6 +29,12 @@ TINY = {
     "optim.warmup_iters": 2,
     "eval.num_probe_images": 2,
 }
+
+
+@pytest.fixture(autouse=True)
+def no_experiment_from_the_shell(monkeypatch):
+    """The tests name the experiments they look in; a researcher's $MLFLOW_EXPERIMENT_NAME would move runs elsewhere."""
+    monkeypatch.delenv(EXPERIMENT_ENV, raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The command lines: ``--help`` answers without loading the training stack and names the command as it is typed,
-and each option's default is shown once."""
+each option's default is shown once, and the MLflow experiment follows ``--experiment``, then
+``$MLFLOW_EXPERIMENT_NAME``, then the command's own default."""
 
 import functools
 import json
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import infer
+from pipelines import infer, sweep, train
 from pipelines.bench_help import COMMANDS
 from toco_ray.cli import command_parser
+from toco_ray.tracking_names import DEFAULT_EXPERIMENT, EXPERIMENT_ENV, resolve_experiment
 
 pytestmark = pytest.mark.unit
 
@@ -81,3 +83,50 @@ def test_infer_reads_the_former_output_root_option():
     assert infer.parse_args(["--checkpoint", "c", "--output-root", "old"]).output_dir == "old"
     assert infer.parse_args(["--checkpoint", "c", "--output-dir", "new"]).output_dir == "new"
     assert infer.parse_args(["--checkpoint", "c"]).output_dir == "outputs"
+
+
+# --- the MLflow experiment -------------------------------------------------------------------------------------------
+def test_experiment_is_the_commands_default_without_flag_or_environment(monkeypatch):
+    monkeypatch.delenv(EXPERIMENT_ENV, raising=False)
+    assert resolve_experiment("", DEFAULT_EXPERIMENT) == "toco-ray"
+    assert resolve_experiment("", "toco-sweep-quick_demo") == "toco-sweep-quick_demo"
+
+
+def test_experiment_from_the_environment_when_no_flag(monkeypatch):
+    monkeypatch.setenv(EXPERIMENT_ENV, "ablations")
+    assert resolve_experiment("", DEFAULT_EXPERIMENT) == "ablations"
+    monkeypatch.setenv(EXPERIMENT_ENV, "  ")  # set but blank: as if unset
+    assert resolve_experiment("", DEFAULT_EXPERIMENT) == "toco-ray"
+
+
+def test_an_explicit_experiment_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv(EXPERIMENT_ENV, "ablations")
+    assert resolve_experiment("mine", DEFAULT_EXPERIMENT) == "mine"
+
+
+def test_command_lines_leave_the_experiment_to_the_resolution(monkeypatch):
+    # an argparse default would hide $MLFLOW_EXPERIMENT_NAME: "" means "not given" and is resolved after parsing
+    monkeypatch.setenv(EXPERIMENT_ENV, "ablations")
+    assert train.parse_args([]).experiment == ""
+    assert sweep.parse_args(["space.yaml"]).experiment == ""
+    assert infer.parse_args(["--checkpoint", "c"]).experiment == ""
+    assert train.parse_args(["--experiment", "mine"]).experiment == "mine"
+
+
+def test_a_training_job_goes_to_the_environments_experiment(monkeypatch, tmp_path):
+    monkeypatch.setenv(EXPERIMENT_ENV, "ablations")
+    assert train.build_job(train.parse_args(["--output-dir", str(tmp_path)])).experiment == "ablations"
+    flagged = train.parse_args(["--output-dir", str(tmp_path), "--experiment", "mine"])
+    assert train.build_job(flagged).experiment == "mine"
+
+
+def test_a_sweep_goes_to_the_environments_experiment(monkeypatch, tmp_path, tiny_root):
+    from toco_ray.tuning.sweep import prepare_sweep
+
+    space = tmp_path / "one.yaml"
+    space.write_text(f"base: {{preset: synthetic, set: {{data.root: {tiny_root}}}}}\nkind: grid\n"
+                     "grid: {loss.w_ptc: [0.1]}\n")
+    argv = [str(space), "--output-dir", str(tmp_path / "out")]
+    assert prepare_sweep(sweep.build_request(sweep.parse_args(argv))).experiment == "toco-sweep-one"
+    monkeypatch.setenv(EXPERIMENT_ENV, "ablations")
+    assert prepare_sweep(sweep.build_request(sweep.parse_args(argv))).experiment == "ablations"

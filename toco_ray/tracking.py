@@ -47,7 +47,9 @@ from toco_ray.tracking_names import (  # noqa: F401 (re-exported: they live apar
     ARTIFACT_DIR,
     DB_FILE,
     DEFAULT_EXPERIMENT,
+    EXPERIMENT_ENV,
     TRACKING_URI_ENV,
+    resolve_experiment,
     resolve_tracking_uri,
 )
 

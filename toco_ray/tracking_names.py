@@ -1,11 +1,12 @@
-"""Where MLflow runs go when a command line does not say: the environment variable read (MLflow's own), the default
-experiment, the embedded store's files, and the tracking URI they resolve to.
+"""Where MLflow runs go when a command line does not say: the environment variables read (MLflow's own), the default
+experiment, the embedded store's files, and the two resolutions they take part in.
 
 Kept apart from :mod:`toco_ray.tracking` (which re-exports every name here) because command lines need these names
 to print their ``--help``, and ``tracking`` loads MLflow's client, a second or more.
 
 Example:
-    >>> resolve_tracking_uri("outputs")  # sqlite:////abs/outputs/mlflow.db unless $MLFLOW_TRACKING_URI is set
+    >>> resolve_experiment("", DEFAULT_EXPERIMENT)  # $MLFLOW_EXPERIMENT_NAME unset
+    'toco-ray'
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from pathlib import Path
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"  # MLflow's own variable; the experiment when no --experiment is given
 DEFAULT_EXPERIMENT = "toco-ray"  # training runs (and inference runs of a training run in another store)
 DB_FILE = "mlflow.db"  # the embedded store: <output dir>/mlflow.db ...
 ARTIFACT_DIR = "mlartifacts"  # ... with artifacts in <output dir>/mlartifacts
@@ -25,3 +27,9 @@ def resolve_tracking_uri(output_dir: str | os.PathLike) -> str:
     if env:
         return env
     return f"sqlite:///{Path(output_dir).resolve() / DB_FILE}"
+
+
+def resolve_experiment(explicit: str, default: str) -> str:
+    """The MLflow experiment of a new run: ``explicit`` (``--experiment``) if given, else ``$MLFLOW_EXPERIMENT_NAME``
+    if set, else ``default`` (the command's own: ``toco-ray``, ``toco-sweep-<space>`` ...)."""
+    return explicit.strip() or os.environ.get(EXPERIMENT_ENV, "").strip() or default

@@ -21,7 +21,14 @@ from toco_ray.atomic import atomic_write
 from toco_ray.inference.outputs import OutputLayout, write_parquet
 from toco_ray.inference.steps import PARTIAL_KINDS, InferenceTask, dense_confusion
 from toco_ray.metrics import iou_from_confusion
-from toco_ray.tracking import DEFAULT_EXPERIMENT, RunLogger, end_run, provenance_tags, start_run
+from toco_ray.tracking import (
+    DEFAULT_EXPERIMENT,
+    RunLogger,
+    end_run,
+    provenance_tags,
+    resolve_experiment,
+    start_run,
+)
 from toco_ray.visualize import colorize_mask, iou_table
 
 STAGES = ("read", "infer", "crf", "write")
@@ -168,23 +175,26 @@ def log_to_mlflow(
     parent_run_id: str,
     params: dict[str, Any],
     artifact_location: str | None,
+    experiment: str = "",
 ) -> str:
     """Logs the run as an MLflow run linked to its training run; returns the new run's id.
 
-    The run goes into the training run's experiment with ``mlflow.parentRunId`` set (nested under it in the UI)
-    when that run is in this store; otherwise into the default experiment, with ``toco.training_run_id`` still
-    recording the link.
+    The run goes into ``experiment`` if given, else ``$MLFLOW_EXPERIMENT_NAME`` if set, else the training run's
+    experiment when that run is in this store, else the default experiment. It is nested under the training run
+    (``mlflow.parentRunId``) when both share an experiment; ``toco.training_run_id`` records the link in any case.
     """
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment, tags = DEFAULT_EXPERIMENT, {"toco.kind": "inference"}
+    tags, parent_experiment = {"toco.kind": "inference"}, ""
     if parent_run_id:
         tags["toco.training_run_id"] = parent_run_id
         try:
             parent = client.get_run(parent_run_id)
-            experiment = client.get_experiment(parent.info.experiment_id).name
-            tags["mlflow.parentRunId"] = parent_run_id
+            parent_experiment = client.get_experiment(parent.info.experiment_id).name
         except MlflowException:
             pass  # the training run lives in another store: keep the id as a plain tag
+    experiment = resolve_experiment(experiment, parent_experiment or DEFAULT_EXPERIMENT)
+    if experiment == parent_experiment:  # the runs table nests runs within one experiment, not across two
+        tags["mlflow.parentRunId"] = parent_run_id
     run_id = start_run(tracking_uri, experiment, summary["run_name"], artifact_location, tags=tags)
     logger = RunLogger(tracking_uri, run_id)
     try:

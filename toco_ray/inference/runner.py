@@ -92,6 +92,7 @@ class InferenceOptions:
     serial: bool = False
     mlflow: bool = True
     tracking_uri: str = ""
+    experiment: str = ""  # MLflow experiment of the run (default: $MLFLOW_EXPERIMENT_NAME, else the training run's)
     output_dir: str = "outputs"
     ray_address: str = ""
     overlays: int | None = None
@@ -335,7 +336,7 @@ def finish_run(
         location = artifact_root(options.output_dir) if is_local_store(tracking_uri) else None
         params = {**flatten(task.cfg), **{f"infer.{k}": v for k, v in run.items() if k in LOGGED_SETTINGS}}
         summary["mlflow_run_id"] = log_to_mlflow(tracking_uri, summary, layout, overlays, run["training_run_id"],
-                                                 params, location)
+                                                 params, location, options.experiment)
         write_json(layout.summary, summary)
     return summary
 

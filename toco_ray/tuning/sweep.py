@@ -39,7 +39,7 @@ from toco_ray.distributed import JobError, TrainHook
 from toco_ray.distributed.interrupts import sigterm_as_ctrl_c
 from toco_ray.distributed.job import check_data
 from toco_ray.names import check_name
-from toco_ray.tracking import check_tracking_uri, command_line, resolve_tracking_uri, run_ui_hint
+from toco_ray.tracking import check_tracking_uri, command_line, resolve_experiment, resolve_tracking_uri, run_ui_hint
 from toco_ray.tuning import runs
 from toco_ray.tuning.checks import load_space
 from toco_ray.tuning.cluster import TrialResources, plan_resources, start_ray
@@ -73,7 +73,7 @@ class SweepRequest:
     name: str = ""
     settings: SweepSettings = field(default_factory=SweepSettings)
     resume: bool = True
-    experiment: str = ""
+    experiment: str = ""  # default: $MLFLOW_EXPERIMENT_NAME, else toco-sweep-<space>
     ray_address: str = ""
     optuna_storage: str = ""  # Optuna study database URL (default: optuna.db in the sweep folder)
     hooks: tuple[TrainHook, ...] = ()
@@ -122,7 +122,9 @@ def prepare_sweep(request: SweepRequest) -> Sweep:
                          "the file, or start a new sweep with --no-resume")
     tracking_uri = resolve_tracking_uri(output_dir)
     check_tracking_uri(tracking_uri)
-    experiment = (state.experiment if state else "") or request.experiment or runs.experiment_name(space.name)
+    # a resumed sweep stays in its experiment, whatever the environment says now
+    experiment = (state.experiment if state else "") or resolve_experiment(request.experiment,
+                                                                           runs.experiment_name(space.name))
     sweep = Sweep(space, name, folder, tracking_uri, experiment, settings, state,
                   optuna_storage=optuna_storage(request, state, space.kind, name))
     check_trial_data(sweep)
