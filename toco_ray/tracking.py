@@ -24,6 +24,7 @@ import contextlib
 import importlib.metadata
 import io
 import json
+import logging
 import os
 import platform
 import sqlite3
@@ -49,6 +50,7 @@ DEFAULT_EXPERIMENT = "toco-ray"
 COMMAND_TAG = "command"  # the command that started the run (a sweep trial's: the sweep driver's)
 RUN_NAME_TAG = "toco.run_name"  # the Ray Train run name; the key a resumed run is found by
 DB_FILE = "mlflow.db"
+MLFLOW_DB_LOGGER = "mlflow.store.db.utils"
 ARTIFACT_DIR = "mlartifacts"
 PROBE_TIMEOUT_S = 5.0  # reachability check of a tracking server; MLflow's own client retries for minutes
 DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -136,6 +138,8 @@ def _probe_http(uri: str, timeout_s: float) -> None:
 
 
 def _check_sqlite(uri: str) -> None:
+    # MLflow announces at INFO level that it creates and upgrades a new store's tables: two lines of no consequence
+    logging.getLogger(MLFLOW_DB_LOGGER).setLevel(logging.WARNING)
     path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
     if not path or path == ":memory:":
         raise TrackingError(f"MLflow tracking URI {uri!r}: expected sqlite:///<path to a database file>")
