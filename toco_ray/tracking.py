@@ -86,6 +86,27 @@ def artifact_root(output_dir: str | os.PathLike) -> str:
     return str(Path(output_dir).resolve() / ARTIFACT_DIR)
 
 
+def store_folder(uri: str) -> Path | None:
+    """The folder of a local SQLite store, the output root its runs' paths are relative to; None for a server."""
+    return Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+
+
+def path_tag(path: str | os.PathLike, uri: str) -> str:
+    """A path as a run's tag records it: relative to the local store's folder when inside it (short in the UI,
+    and still right when the output folder moves with its store), else absolute (a server's runs live elsewhere)."""
+    folder, path = store_folder(uri), Path(path).resolve()
+    if folder is not None and path.is_relative_to(folder.resolve()):
+        return str(path.relative_to(folder.resolve()))
+    return str(path)
+
+
+def tagged_path(text: str, uri: str) -> Path:
+    """The path a :func:`path_tag` names, for the store at ``uri`` (a relative one without a local store: from the
+    working directory)."""
+    path = Path(text)
+    return path if path.is_absolute() else (store_folder(uri) or Path.cwd()) / path
+
+
 def is_local_store(uri: str) -> bool:
     """True for the embedded SQLite store, whose experiments get the artifact root under the output folder."""
     return urllib.parse.urlparse(uri).scheme == "sqlite"
