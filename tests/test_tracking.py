@@ -17,6 +17,7 @@ from toco_ray.tracking import (
     command_line,
     device_tags,
     end_run,
+    path_tag,
     provenance_tags,
     resolve_tracking_uri,
     run_params,
@@ -24,6 +25,7 @@ from toco_ray.tracking import (
     run_url,
     runs_view_url,
     start_run,
+    tagged_path,
 )
 
 pytestmark = pytest.mark.unit
@@ -176,3 +178,14 @@ def test_the_command_tag_is_the_command_as_typed():
         "python -m pipelines.sweep space.yaml --smoke")
     assert command_line(["tool.py", "-x"]) == "python tool.py -x"
     assert provenance_tags()["command"] == command_line()
+
+
+def test_paths_in_tags_are_relative_to_the_local_store_and_read_back(tmp_path):
+    local = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    run_dir = tmp_path / "out" / "sweeps" / "demo" / "runs" / "demo-p00"
+    assert path_tag(run_dir, local) == "sweeps/demo/runs/demo-p00"
+    assert tagged_path("sweeps/demo/runs/demo-p00", local) == run_dir
+    # outside the store's folder, or with a tracking server: the absolute path
+    assert path_tag(tmp_path / "elsewhere", local) == str(tmp_path / "elsewhere")
+    assert path_tag(run_dir, "http://head:5000") == str(run_dir)
+    assert tagged_path(str(run_dir), "http://head:5000") == run_dir

@@ -19,6 +19,13 @@ import ray
 from toco_ray.processes import LOOPBACK, stop_orphaned_ray_processes  # LOOPBACK: a local cluster's node and dashboard
 
 API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+# Ray Train's preemption watcher polls for nodes being drained. One machine is never preempted, and the watcher is
+# force-killed at the end of every training, which the killed actor's core worker reports as an error line.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+# Ray warns at every start that token authentication is on, which it should be (see README "Hostile files and
+# failures"); the warning says nothing a user must act on.
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+_dashboard = {"url": ""}  # the dashboard of the cluster this process started or joined
 
 
 def init_ray(address: str = "", resources: dict[str, float] | None = None) -> bool:
@@ -32,22 +39,32 @@ def init_ray(address: str = "", resources: dict[str, float] | None = None) -> bo
         return False
     address = address or os.environ.get("RAY_ADDRESS", "")
     common = {"logging_level": logging.WARNING, "log_to_driver": True}
+    logging.getLogger(TOKEN_AUTH_LOGGER).setLevel(logging.ERROR)
     if address and address != "local":
-        ray.init(address=address, **common)
+        _dashboard["url"] = ray.init(address=address, **common).dashboard_url or ""
         return True
     stop_leftovers()
     port = free_port()
-    ray.init(
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")  # a training launched from this process
+    context = ray.init(
         address="local",  # a new cluster, never one named by /tmp/ray/ray_current_cluster (an earlier `ray start`)
         _node_ip_address=LOOPBACK,
         include_dashboard=True,  # the placement-group cleaner needs the dashboard's state API
         dashboard_host=LOOPBACK,
         dashboard_port=port,
         resources=resources,
-        runtime_env={"env_vars": {API_SERVER_ENV: f"http://{LOOPBACK}:{port}"}},
+        runtime_env={"env_vars": {API_SERVER_ENV: f"http://{LOOPBACK}:{port}",  # ... and from a trial
+                                  PREEMPTION_WATCHER_ENV: os.environ[PREEMPTION_WATCHER_ENV]}},
         **common,
     )
+    _dashboard["url"] = context.dashboard_url or ""
     return True
+
+
+def dashboard_url() -> str:
+    """The Ray dashboard of the cluster :func:`init_ray` started or joined (``http://...``), or empty."""
+    url = _dashboard["url"]
+    return url if not url or "://" in url else f"http://{url}"
 
 
 def stop_leftovers() -> None:

@@ -24,6 +24,7 @@ import contextlib
 import importlib.metadata
 import io
 import json
+import logging
 import os
 import platform
 import sqlite3
@@ -55,6 +56,7 @@ from toco_ray.tracking_names import (  # noqa: F401 (re-exported: they live apar
 
 COMMAND_TAG = "command"  # the command that started the run (a sweep trial's: the sweep driver's)
 RUN_NAME_TAG = "toco.run_name"  # the Ray Train run name; the key a resumed run is found by
+MLFLOW_DB_LOGGER = "mlflow.store.db.utils"
 PROBE_TIMEOUT_S = 5.0  # reachability check of a tracking server; MLflow's own client retries for minutes
 DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 HTTP_SCHEMES = ("http", "https")
@@ -79,6 +81,27 @@ class TrackingError(TocoError, RuntimeError):
 def artifact_root(output_dir: str | os.PathLike) -> str:
     """Artifact location for experiments created in the embedded store: ``<abs output_dir>/mlartifacts``."""
     return str(Path(output_dir).resolve() / ARTIFACT_DIR)
+
+
+def store_folder(uri: str) -> Path | None:
+    """The folder of a local SQLite store, the output root its runs' paths are relative to; None for a server."""
+    return Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+
+
+def path_tag(path: str | os.PathLike, uri: str) -> str:
+    """A path as a run's tag records it: relative to the local store's folder when inside it (short in the UI,
+    and still right when the output folder moves with its store), else absolute (a server's runs live elsewhere)."""
+    folder, path = store_folder(uri), Path(path).resolve()
+    if folder is not None and path.is_relative_to(folder.resolve()):
+        return str(path.relative_to(folder.resolve()))
+    return str(path)
+
+
+def tagged_path(text: str, uri: str) -> Path:
+    """The path a :func:`path_tag` names, for the store at ``uri`` (a relative one without a local store: from the
+    working directory)."""
+    path = Path(text)
+    return path if path.is_absolute() else (store_folder(uri) or Path.cwd()) / path
 
 
 def is_local_store(uri: str) -> bool:
@@ -133,6 +156,8 @@ def _probe_http(uri: str, timeout_s: float) -> None:
 
 
 def _check_sqlite(uri: str) -> None:
+    # MLflow announces at INFO level that it creates and upgrades a new store's tables: two lines of no consequence
+    logging.getLogger(MLFLOW_DB_LOGGER).setLevel(logging.WARNING)
     path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
     if not path or path == ":memory:":
         raise TrackingError(f"MLflow tracking URI {uri!r}: expected sqlite:///<path to a database file>")

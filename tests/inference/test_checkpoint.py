@@ -1,6 +1,8 @@
 """Finding the network: checkpoint folder, run folder (latest checkpoint), MLflow run id; clear errors otherwise."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,7 +76,11 @@ def test_mlflow_run_id_resolves_through_the_run_dir_tag(mlflow_uri, checkpoint_d
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("toco-ray").experiment_id
     tagged = client.create_run(experiment, tags={"ray.run_dir": str(checkpoint_dir)}).info.run_id
+    # a run of the embedded store names its folder relative to the store's (the output root)
+    relative = os.path.relpath(checkpoint_dir, Path(uri.removeprefix("sqlite:///")).parent)
+    moved = client.create_run(experiment, tags={"ray.run_dir": relative}).info.run_id
     untagged = client.create_run(experiment).info.run_id
+    assert resolve_checkpoint(moved, uri).folder.resolve() == checkpoint_dir / "checkpoint_000002"
     for reference in (f"runs:/{tagged}", tagged):
         info = resolve_checkpoint(reference, uri)
         assert info.folder == checkpoint_dir / "checkpoint_000002" and info.mlflow_run_id == tagged

@@ -91,3 +91,17 @@ def test_bad_values_in_a_space_are_refused_with_their_key(tmp_path):
     """)
     with pytest.raises(SpaceError, match=r"grid.train.global_batch: config key 'train.global_batch' must be at least"):
         load_space(path)
+
+
+def test_a_row_name_yaml_reads_as_a_boolean_is_refused(tmp_path):
+    path = write(tmp_path, """
+        base: {preset: synthetic}
+        kind: grid
+        variants:
+          - {name: off, set: {loss.w_ptc: 0.0}}
+          - {name: 'on', set: {loss.w_ptc: 0.2}}
+    """)
+    with pytest.raises(SpaceError, match=r"key 'variants\[0\].name': YAML reads off, on, yes and no as true/false"):
+        load_space(path)
+    path.write_text(path.read_text().replace("name: off", "name: 'off'"))
+    assert [v.name for v in load_space(path).variants] == ["off", "on"]

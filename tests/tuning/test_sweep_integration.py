@@ -7,6 +7,7 @@ sweep stopped by Ctrl-C (sweep and cut-off trial marked killed).
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from toco_ray.tracking import (
 )
 from toco_ray.tuning.runs import (
     OPTUNA_NUMBER_TAG,
+    OPTUNA_RUN_ID_ATTR,
     ROLE_TAG,
     ROW_TAG,
     SEED_TAG,
@@ -37,6 +39,7 @@ from toco_ray.tuning.runs import (
     VARIANT_PARAM,
     VARIED_TAG,
 )
+from toco_ray.tuning.status import status_lines, sweep_status
 from toco_ray.tuning.sweep import SweepRequest, SweepSettings, read_state, run_sweep
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -111,6 +114,9 @@ def test_optuna_sweep_with_asha_tracks_every_trial_and_a_rerun_runs_nothing(swee
         assert steps(client, run.info.run_id, "eval/seg_miou") == evals, run.info.run_name
         assert steps(client, run.info.run_id, "loss/total")[:3] == [1, 2, 3]
         assert study.trials[number].state == optuna.trial.TrialState.COMPLETE
+        # Optuna's trial leads to its run, and its intermediate values are stepped by training iteration
+        assert study.trials[number].user_attrs[OPTUNA_RUN_ID_ATTR] == run.info.run_id
+        assert sorted(study.trials[number].intermediate_values) == evals
     # the first trial sets the rung alone (a later one below it would be stopped at iteration 3)
     assert not runs[0].data.tags[STOPPED_TAG].startswith("true")
 
@@ -224,6 +230,7 @@ def test_ctrl_c_marks_the_sweep_and_the_cut_off_trial_killed_and_says_so(sweep_r
     client = MlflowClient(tracking_uri=resolve_tracking_uri(tmp_path))
     try:
         finished, held = wait_for_one_finished_and_one_held(client, first, tmp_path / "sweeps" / "interrupted")
+        live = sweep_status(client, "interrupted")  # what pipelines.sweep_status shows while the sweep runs
         os.killpg(first.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
         code = first.wait(timeout=KILL_DEADLINE_S)
     finally:
@@ -235,6 +242,17 @@ def test_ctrl_c_marks_the_sweep_and_the_cut_off_trial_killed_and_says_so(sweep_r
     runs = {r.data.tags[RUN_NAME_TAG]: r for r in trial_runs(client, parent.info.run_id)}
     assert parent.info.status == "KILLED"
     assert runs[held].info.status == "KILLED" and runs[finished.data.tags[RUN_NAME_TAG]].info.status == "FINISHED"
+
+    # the live status, taken while the second trial was held before iteration 4
+    m_first = 100 * finished.data.metrics["eval/cam_miou"]
+    m_held = 100 * client.get_metric_history(runs[held].info.run_id, "eval/cam_miou")[0].value  # its eval at 3
+    assert live.state == "RUNNING" and [(t.state, t.iteration, t.max_iters) for t in live.trials] == [
+        ("finished", MAX_ITERS, MAX_ITERS), ("running", 3, MAX_ITERS)]
+    table = status_lines(live)
+    cells = [re.split(r"\s{2,}", row)[:4] for row in table[2:4]]
+    assert cells == [[finished.info.run_name, "finished", "6/6", f"{m_first:.1f}"],
+                     [runs[held].info.run_name, "running", "3/6", f"{m_held:.1f}"]]
+    assert table[4].startswith("2 trial(s): 1 finished, 1 running; about ")
 
 
 def start_sweep_holding_its_second_trial(space: Path, out: Path) -> subprocess.Popen:

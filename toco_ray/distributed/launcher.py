@@ -49,6 +49,7 @@ from toco_ray.tracking import (
     artifact_root,
     end_run,
     is_local_store,
+    path_tag,
     provenance_tags,
     run_params,
     start_run,
@@ -142,7 +143,7 @@ def train_in_process(job: TrainJob, report: Callable[[dict[str, Any]], None],
 def finish(job: TrainJob, run_id: str, checkpoint: str | None, metrics: dict[str, Any]) -> TrainOutcome:
     """Records the final checkpoint and ends the MLflow run ``FINISHED``."""
     if checkpoint:
-        RunLogger(job.tracking_uri, run_id).set_tags({"checkpoint.final": checkpoint})
+        RunLogger(job.tracking_uri, run_id).set_tags({"checkpoint.final": path_tag(checkpoint, job.tracking_uri)})
     end_run(job.tracking_uri, run_id, "FINISHED")
     return TrainOutcome(job.run_name, run_id, checkpoint, metrics)
 
@@ -289,7 +290,7 @@ def open_tracking(job: TrainJob) -> str:
     logger.set_tags(
         {
             **provenance_tags(),
-            "ray.run_dir": str(job.run_dir),
+            "ray.run_dir": path_tag(job.run_dir, job.tracking_uri),
             "resumed": str(job.resume).lower(),
             **job.tags,
         }

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -39,6 +40,7 @@ from toco_ray.checkpointing import (
 from toco_ray.config import ConfigError, ToCoConfig, apply_overrides, load_yaml, unflatten
 from toco_ray.config_checks import check_config
 from toco_ray.models import build_model
+from toco_ray.tracking import tagged_path
 
 CONFIG_FILE = "config.yaml"  # the resolved config the launcher saves in the run folder
 RUN_DIR_TAG = "ray.run_dir"  # MLflow tag of a training run: its folder in the Ray storage path
@@ -209,8 +211,9 @@ def _run_dir_of(run_id: str, tracking_uri: str) -> Path:
         raise CheckpointError(
             f"MLflow run {run_id} has no {RUN_DIR_TAG!r} tag naming its training run folder; pass the folder instead"
         )
-    if not Path(run_dir).is_dir():
+    folder = tagged_path(run_dir, tracking_uri or mlflow.get_tracking_uri())  # relative: to the store's folder
+    if not folder.is_dir():
         raise CheckpointError(
-            f"MLflow run {run_id}: its run folder {run_dir} (tag {RUN_DIR_TAG!r}) does not exist on this machine"
+            f"MLflow run {run_id}: its run folder {folder} (tag {RUN_DIR_TAG!r}) does not exist on this machine"
         )
-    return Path(run_dir)
+    return folder

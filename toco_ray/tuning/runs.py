@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow import MlflowClient
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -57,11 +59,15 @@ TRIAL_ID_TAG = "toco.sweep.trial_id"
 OPTUNA_NUMBER_TAG = "toco.sweep.optuna_trial"
 SEED_TAG = "toco.sweep.seed"
 VARIED_TAG = "toco.sweep.varied"  # the config keys that differ between the sweep's trials, comma-separated
+TRIALS_PARAM = "sweep.trials"  # the parent's params: trials the sweep runs, and how many at a time
+CONCURRENCY_PARAM = "sweep.max_concurrent"
+MAX_TRIALS_PARAM = "sweep.max_trials"  # a cap on the space's trials (--smoke), 0 for none
 VARIANT_PARAM = "sweep.variant"  # a trial's row label as a param: a table column and a parallel-coordinates axis
 STOPPED_TAG = "toco.sweep.stopped_early"  # "false", or "true (at iteration N)"
 REPORTED_TAG = "toco.sweep.reported_from_mlflow"  # a finished trial Tune ran again: reported from its run
 OPTUNA_STORAGE_TAG = "optuna.storage"
 OPTUNA_STUDY_TAG = "optuna.study_name"
+OPTUNA_RUN_ID_ATTR = "mlflow_run_id"  # user attribute of an Optuna trial: its MLflow run
 
 
 class ReportError(TocoError, LookupError):
@@ -80,6 +86,11 @@ def parent_run_name(sweep_name: str) -> str:
 def trial_run_name(sweep_name: str, trial: str) -> str:
     """A trial's run (and Tune trial) name: ``quick_demo-p02-ptc-s0`` (a grid point), ``toco_hpo-t007`` (Optuna)."""
     return f"{sweep_name}-{trial}"
+
+
+def optuna_trial_title(number: int) -> str:
+    """An Optuna trial's display name and run-name suffix: ``t007``."""
+    return f"t{number:03d}"
 
 
 # --- the parent run ----------------------------------------------------------------------------------------------
@@ -111,8 +122,9 @@ def parent_params(sweep: Sweep, resources: TrialResources) -> dict[str, Any]:
     space = sweep.space
     params: dict[str, Any] = {
         "sweep.kind": space.kind, "sweep.preset": space.preset, "sweep.metric": space.metric,
-        "sweep.mode": space.mode, "sweep.seeds": list(space.seeds), "sweep.trials": space.trial_count(),
-        "sweep.max_concurrent": resources.max_concurrent, "sweep.workers_per_trial": resources.workers,
+        "sweep.mode": space.mode, "sweep.seeds": list(space.seeds), TRIALS_PARAM: space.trial_count(),
+        MAX_TRIALS_PARAM: sweep.settings.max_trials, CONCURRENCY_PARAM: resources.max_concurrent,
+        "sweep.workers_per_trial": resources.workers,
         "sweep.cpus_per_worker": resources.cpus_per_worker, "sweep.gpus_per_worker": resources.gpus_per_worker,
         "sweep.asha": space.asha.model_dump_json() if space.asha else "none",
     }
@@ -247,6 +259,7 @@ def find_parent(client: MlflowClient, target: str):
 
 def load_space_of(client: MlflowClient, parent) -> SearchSpace:
     """The search space the sweep ran, from the parent run's ``space/`` artifact."""
+    os.environ.setdefault(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, "false")  # a bar for one small file is noise
     with tempfile.TemporaryDirectory() as folder:
         local = Path(client.download_artifacts(parent.info.run_id, SPACE_ARTIFACT, folder))
         files = sorted(local.glob("*.yaml"))

@@ -107,6 +107,14 @@ def _not_seed(key: str) -> str:
     return key
 
 
+def _name_text(value: Any) -> Any:
+    """A row name as written: YAML reads a name like 64 as a number (taken as its text), and ``off``, ``on``,
+    ``yes``, ``no`` as booleans (refused: their text is lost)."""
+    if isinstance(value, bool):
+        raise invalid("YAML reads off, on, yes and no as true/false: quote the name ('off')", kind="note")
+    return str(value) if isinstance(value, (int, float)) else value
+
+
 def _unique(values: tuple[Any, ...]) -> tuple[Any, ...]:
     if len({format_value(v) for v in values}) != len(values):
         raise invalid(f"repeats a value: {list(values)!r}")
@@ -142,7 +150,7 @@ class Base(Schema):
 class Variant(Schema):
     """A named set of overrides (a row of an ablation table)."""
 
-    name: Annotated[str, BeforeValidator(str)]  # YAML reads a name like 64 as a number
+    name: Annotated[str, BeforeValidator(_name_text)]
     overrides: Overrides = Field(default_factory=dict, alias="set")
 
 

@@ -39,6 +39,7 @@ from toco_ray.distributed import JobError, TrainHook
 from toco_ray.distributed.interrupts import sigterm_as_ctrl_c
 from toco_ray.distributed.job import check_data
 from toco_ray.names import check_name
+from toco_ray.ray_cluster import dashboard_url
 from toco_ray.tracking import check_tracking_uri, command_line, resolve_experiment, resolve_tracking_uri, run_ui_hint
 from toco_ray.tuning import runs
 from toco_ray.tuning.checks import load_space
@@ -58,6 +59,7 @@ from toco_ray.tuning.state import (
     sweep_lock,
     write_state,
 )
+from toco_ray.tuning.status import live_view_lines
 from toco_ray.tuning.trial import TrialContext
 from toco_ray.tuning.tuner import open_tuner, tune_console
 
@@ -224,7 +226,9 @@ def run_locked(sweep: Sweep, request: SweepRequest, started: float) -> SweepOutc
           f"of {sweep.space.path}, {resources.describe()}; MLflow experiment {sweep.experiment!r} (parent run "
           f"{parent_run_id}); folder {sweep.dir}", flush=True)
     ui = run_ui_hint(sweep.tracking_uri, parent_run_id)
-    print(f"  {ui}", flush=True)
+    live = live_view_lines(sweep.name, str(request.output_dir), dashboard_url(),
+                           sweep.optuna_url if sweep.space.kind == "optuna" else "")
+    print("\n".join(f"  {line}" for line in [ui, *live]), flush=True)
     status, errors = "FAILED", 0
     try:
         with sigterm_as_ctrl_c() as terminated, tune_console(request.verbose):

@@ -95,8 +95,9 @@ def plan_trial(space: SearchSpace, sweep_name: str, config: Mapping[str, Any]) -
                          title=point.title)
     number = int(config[ConstrainedSpace.TRIAL_NUMBER_KEY])
     overrides = {key: config[key] for key in space.search}
-    return TrialPlan(runs.trial_run_name(sweep_name, f"t{number:03d}"), f"trial {number}", overrides, space.seeds[0],
-                     number, title=f"t{number:03d}")
+    title = runs.optuna_trial_title(number)
+    return TrialPlan(runs.trial_run_name(sweep_name, title), f"trial {number}", overrides, space.seeds[0], number,
+                     title=title)
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:

@@ -159,8 +159,36 @@ def optuna_searcher(sweep: Sweep) -> OptunaSearch:
         study.set_metric_names([space.metric])  # optuna-dashboard and the plots name the objective
     for point in space.points_to_evaluate:
         study.enqueue_trial(point, skip_if_exists=True)
-    return OptunaSearch(space=ConstrainedSpace(space, flatten(cfg)), metric=space.metric, mode=space.mode,
-                        sampler=sampler, study_name=sweep.name, storage=storage)
+    return SweepOptunaSearch(space=ConstrainedSpace(space, flatten(cfg)), metric=space.metric, mode=space.mode,
+                             sampler=sampler, study_name=sweep.name, storage=storage, tracking_uri=sweep.tracking_uri,
+                             experiment=sweep.experiment, sweep_name=sweep.name)
+
+
+class SweepOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` whose intermediate values are stepped by training iteration (Tune steps them by its count
+    of reports: 1, 2, ... whatever the evaluation interval), and whose trials carry their MLflow run id as a user
+    attribute, so optuna-dashboard and a study read back lead to the run."""
+
+    def __init__(self, *args, tracking_uri: str, experiment: str, sweep_name: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tracking_uri, self.experiment, self.sweep_name = tracking_uri, experiment, sweep_name
+        self.linked: set[str] = set()  # Tune trial ids whose Optuna trial holds its run id
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._completed_trials or self.metric not in result:
+            return super().on_trial_result(trial_id, result)
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.report(result[self.metric], int(result[REPORT_ITERATION]))
+        if trial_id not in self.linked:
+            self.link_run(ot_trial)
+            self.linked.add(trial_id)
+
+    def link_run(self, ot_trial) -> None:
+        """Stores the MLflow run id of the trial's training (created before its first report) on the Optuna trial."""
+        run_name = runs.trial_run_name(self.sweep_name, runs.optuna_trial_title(ot_trial.number))
+        run = runs.find_trial_run(MlflowClient(tracking_uri=self.tracking_uri), self.experiment, run_name)
+        if run is not None:
+            ot_trial.set_user_attr(runs.OPTUNA_RUN_ID_ATTR, run.info.run_id)
 
 
 class SessionClock(Callback):
