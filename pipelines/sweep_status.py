@@ -18,20 +18,19 @@ import argparse
 import sys
 import time
 
+from toco_ray.cli import command_parser
 from toco_ray.errors import EXIT_STATUS, TocoError
+from toco_ray.tracking_names import resolve_tracking_uri
 
 CLEAR = "\033[H\033[J"  # cursor home, clear the screen: --watch redraws in place on a terminal
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.sweep_status", description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("pipelines.sweep_status", __doc__.splitlines()[0])
     parser.add_argument("target", metavar="SWEEP", help="a sweep name, its MLflow experiment, or a parent/trial run id")
-    parser.add_argument("--output-dir", default="outputs", help="where the embedded MLflow store is (default outputs)")
+    parser.add_argument("--output-dir", default="outputs", help="where the embedded MLflow store is")
     parser.add_argument("--watch", type=float, default=0.0, metavar="SECONDS",
-                        help="print the table again every SECONDS until the sweep ends (default 0: once)")
+                        help="print the table again every SECONDS until the sweep ends; 0 prints it once")
     return parser.parse_args(argv)
 
 
@@ -40,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow import MlflowClient  # after parsing: --help stays instant
 
     from pipelines.report import missing_store
-    from toco_ray.tracking import resolve_tracking_uri
     from toco_ray.tuning.status import status_lines, sweep_status
 
     uri = resolve_tracking_uri(args.output_dir)
