@@ -167,7 +167,8 @@ def test_links_open_the_runs_table_not_the_genai_page(store):
     experiment_id = MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id
     assert runs_view_url(uri, experiment_id) == (
         f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
-    assert run_url("http://10.0.0.5:5000/", "7", "abc") == "http://10.0.0.5:5000/#/experiments/7/runs/abc"
+    assert run_url("http://10.0.0.5:5000/", "7", "abc") == (
+        "http://10.0.0.5:5000/#/experiments/7/runs/abc?workflowType=machine_learning")
     hint = run_ui_hint(uri, run_id)  # a local store: the link, and the command that serves it
     assert hint == f"MLflow: {runs_view_url(uri, experiment_id)}  (serve it: mlflow ui --backend-store-uri {uri})"
     assert experiment_links(uri) == [f"runs of exp: {runs_view_url(uri, experiment_id)}"]

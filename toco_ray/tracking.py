@@ -68,6 +68,7 @@ FIGURE_DPI = 100  # a run's figures: a 21-class confusion matrix's labels at 9 p
 # MLflow 3 opens an experiment on its GenAI pages unless the link asks for the runs view; the experiment-kind tag
 # stops the UI asking what kind of experiment it is
 UI_DEFAULT = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
+RUNS_VIEW = "workflowType=machine_learning"  # the query that keeps a link in the UI's model-training section
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 VERSIONED_PACKAGES = ("torch", "torchvision", "timm", "ray", "mlflow", "numpy", "toco-ray")
@@ -211,11 +212,12 @@ def ui_base(uri: str) -> str:
 
 def runs_view_url(uri: str, experiment_id: str) -> str:
     """The link that opens an experiment on its runs table (not MLflow 3's GenAI overview)."""
-    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs?{RUNS_VIEW}"
 
 
 def run_url(uri: str, experiment_id: str, run_id: str) -> str:
-    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+    """A run's page; without the runs view's query MLflow 3 shows it among its GenAI pages (as an evaluation run)."""
+    return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs/{run_id}?{RUNS_VIEW}"
 
 
 def ui_hint(uri: str, experiment_id: str) -> str:

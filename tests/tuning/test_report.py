@@ -163,4 +163,4 @@ def test_the_bar_chart_has_a_dot_per_seed_and_labelled_paper_values_and_the_tria
     assert math_label("L_cls") == "$L_{cls}$" and math_label("+L_seg") == "+$L_{seg}$"
     report.tracking_uri, report.experiment_id = "http://127.0.0.1:5000", "3"
     text = markdown(report)
-    assert "| [run](http://127.0.0.1:5000/#/experiments/3/runs/+L_cls^m0) |" in text
+    assert "| [run](http://127.0.0.1:5000/#/experiments/3/runs/+L_cls^m0?workflowType=machine_learning) |" in text
