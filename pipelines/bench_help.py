@@ -26,7 +26,7 @@ from toco_ray.cli import command_parser
 REPO = Path(__file__).resolve().parents[1]
 # the command lines a researcher types (the bench_* scripts are for developers and load torch at import)
 COMMANDS = ("train", "sweep", "sweep_status", "infer", "report", "make_synthetic", "convert_labels", "tracking_server",
-            "gpu_check")
+            "gpu_check", "check_mlflow_ui")
 SMOKE_COMMANDS = ("report", "make_synthetic")
 
 

@@ -31,15 +31,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from mlflow import MlflowClient
-
-from pipelines.report import missing_store
+from toco_ray.cli import command_parser
 from toco_ray.errors import EXIT_STATUS, TocoError
-from toco_ray.processes import stop_session
-from toco_ray.ray_cluster import LOOPBACK
-from toco_ray.tracking import HTTP_SCHEMES, resolve_tracking_uri, run_url, ui_hint
-from toco_ray.tracking_server import LOG_FILE, ServerSpec, pick_port, start_server
-from toco_ray.tuning import runs
+from toco_ray.tracking_names import HTTP_SCHEMES, resolve_tracking_uri
 from toco_ray.ui_check import (
     PAGE_TIMEOUT_S,
     Browser,
@@ -66,16 +60,14 @@ INTERRUPTED = 130
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = command_parser("pipelines.check_mlflow_ui", __doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="",
                         help="the sweep's output folder and MLflow store (default: outputs/ with --sweep, else a new "
                              "temporary folder, kept)")
     parser.add_argument("--sweep", default="",
                         help="check this sweep (a name, experiment or run id, as pipelines.report takes) instead of "
                              "running a smoke sweep")
-    parser.add_argument("--space", default=DEFAULT_SPACE, help=f"search space of the smoke sweep ({DEFAULT_SPACE})")
+    parser.add_argument("--space", default=DEFAULT_SPACE, help="search space of the smoke sweep")
     parser.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
     parser.add_argument("--chromedriver", default="chromedriver", help="chromedriver executable (same version)")
     parser.add_argument("--shots", default="", help=f"screenshot folder (default: <output-dir>/{WORK_DIR}/)")
@@ -103,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> list[Check]:
     """Finds the browser, runs (or finds) the sweep, serves its store and checks the pages; returns the verdicts."""
+    from mlflow import MlflowClient  # here, not at the top: --help answers at once
+
+    from pipelines.report import missing_store
+    from toco_ray.tracking import ui_hint
+    from toco_ray.tuning import runs
     paths = browser_paths(args.chromium, args.chromedriver)  # before the sweep: a missing browser fails at once
     import_selenium()
     output_dir = Path(args.output_dir or ("outputs" if args.sweep else tempfile.mkdtemp(prefix="toco-ui-check-")))
@@ -159,6 +156,9 @@ def run_smoke_sweep(space: str, output_dir: Path, log_path: Path) -> str:
 def serving(uri: str, output_dir: Path, work: Path) -> Iterator[str]:
     """The UI serving the store ``uri``: a tracking server is its own; a database gets an MLflow server on a free port
     for the block, stopped however the block ends."""
+    from toco_ray.processes import LOOPBACK, stop_session
+    from toco_ray.tracking_server import LOG_FILE, ServerSpec, pick_port, start_server
+
     if uri.split("://", 1)[0] in HTTP_SCHEMES:
         yield uri
         return
@@ -174,6 +174,7 @@ def serving(uri: str, output_dir: Path, work: Path) -> Iterator[str]:
 
 def check_pages(browser: Browser, url: str, ui: str, parent, trials: list, shots: Path) -> tuple[list[Check], list]:
     """Opens the runs link, expands the parent's row if the trials are nested under it, and opens a trial's page."""
+    from toco_ray.tracking import run_url
     names = [run.info.run_name for run in trials]
     page = browser.open(url, landed(parent.info.run_name))
     pictures = [browser.screenshot(shots / "runs.png")]

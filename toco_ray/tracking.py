@@ -49,9 +49,11 @@ from toco_ray.tracking_names import (  # noqa: F401 (re-exported: they live apar
     DB_FILE,
     DEFAULT_EXPERIMENT,
     EXPERIMENT_ENV,
+    HTTP_SCHEMES,
     TRACKING_URI_ENV,
     resolve_experiment,
     resolve_tracking_uri,
+    ui_base,
 )
 
 COMMAND_TAG = "command"  # the command that started the run (a sweep trial's: the sweep driver's)
@@ -59,7 +61,6 @@ RUN_NAME_TAG = "toco.run_name"  # the Ray Train run name; the key a resumed run 
 MLFLOW_DB_LOGGER = "mlflow.store.db.utils"
 PROBE_TIMEOUT_S = 5.0  # reachability check of a tracking server; MLflow's own client retries for minutes
 DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
-HTTP_SCHEMES = ("http", "https")
 # MLflow's batch limits (mlflow.utils.validation): 100 params/tags and 1000 metrics per request
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
@@ -67,7 +68,6 @@ MAX_PARAM_LENGTH = 6000
 FIGURE_DPI = 100  # a run's figures: a 21-class confusion matrix's labels at 9 pt are 12 px
 # MLflow 3 opens an experiment on its GenAI pages unless the link asks for the runs view; the experiment-kind tag
 # stops the UI asking what kind of experiment it is
-UI_DEFAULT = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
 RUNS_VIEW = "workflowType=machine_learning"  # the query that keeps a link in the UI's model-training section
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
@@ -205,11 +205,6 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_location:
 
 
 # --- links into the MLflow UI -----------------------------------------------------------------------
-def ui_base(uri: str) -> str:
-    """The UI of a tracking server is the server itself; a local store's is what ``mlflow ui`` serves."""
-    return uri.rstrip("/") if urllib.parse.urlparse(uri).scheme in HTTP_SCHEMES else UI_DEFAULT
-
-
 def runs_view_url(uri: str, experiment_id: str) -> str:
     """The link that opens an experiment on its runs table (not MLflow 3's GenAI overview)."""
     return f"{ui_base(uri)}/#/experiments/{experiment_id}/runs?{RUNS_VIEW}"

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
@@ -33,3 +34,12 @@ def resolve_experiment(explicit: str, default: str) -> str:
     """The MLflow experiment of a new run: ``explicit`` (``--experiment``) if given, else ``$MLFLOW_EXPERIMENT_NAME``
     if set, else ``default`` (the command's own: ``toco-ray``, ``toco-sweep-<space>`` ...)."""
     return explicit.strip() or os.environ.get(EXPERIMENT_ENV, "").strip() or default
+
+
+HTTP_SCHEMES = ("http", "https")
+UI_DEFAULT = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
+
+
+def ui_base(uri: str) -> str:
+    """The UI of a tracking server is the server itself; a local store's is what ``mlflow ui`` serves."""
+    return uri.rstrip("/") if urllib.parse.urlparse(uri).scheme in HTTP_SCHEMES else UI_DEFAULT

@@ -24,7 +24,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from toco_ray.errors import TocoError
-from toco_ray.tracking import ui_base
+from toco_ray.tracking_names import ui_base
 
 INSTALL_BROWSER = "apt-get install chromium chromium-driver"
 INSTALL_SELENIUM = "pip install -e '.[ui]'"
