@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 INTERRUPTED = 130  # exit status of a sweep stopped by Ctrl-C (128 + SIGINT), as shells report it
 TERMINATED = 143  # ... and by SIGTERM (128 + SIGTERM), which stops it the same way
 SMOKE_TRIALS = 2  # --smoke: at most this many trials (Optuna samples, or the first grid points)
+RAY_DEDUP_ENV = "RAY_DEDUP_LOGS"
 OPTUNA_STORAGE_ENV = "TOCO_OPTUNA_STORAGE"  # default of --optuna-storage; cluster.yaml sets it on the head node
 
 
@@ -102,6 +103,9 @@ def build_request(args: argparse.Namespace, hooks: tuple = ()) -> SweepRequest:
 def main(argv: list[str] | None = None, hooks: tuple = ()) -> int:
     """The command; ``hooks``: worker-loop hooks for every trial's training (a test holds a trial with one)."""
     args = parse_args(argv)
+    # Ray prints log lines that differ only in their numbers once, "[repeated 2x across cluster]": two trials'
+    # progress lines would show one trial's numbers for both. Read when Ray is imported, so set before.
+    os.environ.setdefault(RAY_DEDUP_ENV, "0")
     from toco_ray.tuning.sweep import run_sweep  # once the command line is read (see build_request)
 
     if not sys.stdout.isatty():  # worker lines reach a log file or pipe: no colour codes around their prefixes
