@@ -1,5 +1,5 @@
 """Where MLflow runs go when a command line does not say: the environment variables read (MLflow's own), the default
-experiment, the embedded store's files, and the two resolutions they take part in.
+experiment, the embedded store's files, the two resolutions they take part in, and where the UI of a store is.
 
 Kept apart from :mod:`toco_ray.tracking` (which re-exports every name here) because command lines need these names
 to print their ``--help``, and ``tracking`` loads MLflow's client, a second or more.
