@@ -60,6 +60,6 @@ def test_the_demo_console_is_the_projects_own_and_its_status_reads_back(tmp_path
     capsys.readouterr()
     assert sweep_status.main(["quick_demo", "--output-dir", str(tmp_path)]) == 0
     table = capsys.readouterr().out.splitlines()
-    cells = [re.split(r"\s{2,}", row)[:3] for row in table[2:4]]
+    cells = sorted(re.split(r"\s{2,}", row)[:3] for row in table[2:4])  # rows by start time: concurrent, any order
     assert cells == [["+L_cls^m s0 · p00", "finished", "6/6"], ["+PTC s0 · p01", "finished", "6/6"]]
     assert table[4] == "2 trial(s): 2 finished"
