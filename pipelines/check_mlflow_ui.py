@@ -33,7 +33,7 @@ from pathlib import Path
 
 from toco_ray.cli import command_parser
 from toco_ray.errors import EXIT_STATUS, TocoError
-from toco_ray.tracking_names import HTTP_SCHEMES, resolve_tracking_uri
+from toco_ray.tracking_names import HTTP_SCHEMES, missing_store, resolve_tracking_uri
 from toco_ray.ui_check import (
     PAGE_TIMEOUT_S,
     Browser,
@@ -97,7 +97,6 @@ def run(args: argparse.Namespace) -> list[Check]:
     """Finds the browser, runs (or finds) the sweep, serves its store and checks the pages; returns the verdicts."""
     from mlflow import MlflowClient  # here, not at the top: --help answers at once
 
-    from pipelines.report import missing_store
     from toco_ray.tracking import ui_hint
     from toco_ray.tuning import runs
     paths = browser_paths(args.chromium, args.chromedriver)  # before the sweep: a missing browser fails at once

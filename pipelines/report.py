@@ -15,13 +15,12 @@ Reads everything from MLflow (``MLFLOW_TRACKING_URI``, else ``<output-dir>/mlflo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from toco_ray.cli import command_parser
 from toco_ray.errors import EXIT_STATUS, TocoError
-from toco_ray.tracking_names import TRACKING_URI_ENV, resolve_tracking_uri
+from toco_ray.tracking_names import missing_store, resolve_tracking_uri
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,21 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(report))
     print("written: " + ", ".join(str(p) for p in paths))
     return 0
-
-
-def missing_store(uri: str, output_dir: str) -> str | None:
-    """What is wrong when ``uri`` is an SQLite store whose file does not exist (opening it would create an empty
-    store, and its folder), else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    database = Path(uri.removeprefix("sqlite:///"))
-    if database.is_file():
-        return None
-    if os.environ.get(TRACKING_URI_ENV, "").strip():
-        return (f"no MLflow store at {database} ({TRACKING_URI_ENV}={uri}); point {TRACKING_URI_ENV} at the store "
-                "the sweep logged to")
-    return (f"no MLflow store at {database}; is --output-dir ({output_dir}) the one the sweep ran with? (or set "
-            f"{TRACKING_URI_ENV})")
 
 
 if __name__ == "__main__":

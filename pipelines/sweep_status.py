@@ -20,7 +20,7 @@ import time
 
 from toco_ray.cli import command_parser
 from toco_ray.errors import EXIT_STATUS, TocoError
-from toco_ray.tracking_names import resolve_tracking_uri
+from toco_ray.tracking_names import missing_store, resolve_tracking_uri
 
 CLEAR = "\033[H\033[J"  # cursor home, clear the screen: --watch redraws in place on a terminal
 
@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from mlflow import MlflowClient  # after parsing: --help stays instant
 
-    from pipelines.report import missing_store
     from toco_ray.tuning.status import status_lines, sweep_status
 
     uri = resolve_tracking_uri(args.output_dir)

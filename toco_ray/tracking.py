@@ -53,6 +53,7 @@ from toco_ray.tracking_names import (  # noqa: F401 (re-exported: they live apar
     TRACKING_URI_ENV,
     resolve_experiment,
     resolve_tracking_uri,
+    sqlite_file,
     ui_base,
 )
 
@@ -86,7 +87,8 @@ def artifact_root(output_dir: str | os.PathLike) -> str:
 
 def store_folder(uri: str) -> Path | None:
     """The folder of a local SQLite store, the output root its runs' paths are relative to; None for a server."""
-    return Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+    database = sqlite_file(uri)
+    return database.parent if database is not None else None
 
 
 def path_tag(path: str | os.PathLike, uri: str) -> str:

@@ -1,5 +1,6 @@
 """Where MLflow runs go when a command line does not say: the environment variables read (MLflow's own), the default
-experiment, the embedded store's files, the two resolutions they take part in, and where the UI of a store is.
+experiment, the embedded store's files, the two resolutions they take part in, a missing local store, and where the
+UI of a store is.
 
 Kept apart from :mod:`toco_ray.tracking` (which re-exports every name here) because command lines need these names
 to print their ``--help``, and ``tracking`` loads MLflow's client, a second or more.
@@ -28,6 +29,24 @@ def resolve_tracking_uri(output_dir: str | os.PathLike) -> str:
     if env:
         return env
     return f"sqlite:///{Path(output_dir).resolve() / DB_FILE}"
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a local SQLite store, else None (a server, or another database)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def missing_store(uri: str, output_dir: str) -> str | None:
+    """What is wrong when ``uri`` is an SQLite store whose file does not exist (opening it would create an empty
+    store, and its folder), else None. For the commands that read a sweep back."""
+    database = sqlite_file(uri)
+    if database is None or database.is_file():
+        return None
+    if os.environ.get(TRACKING_URI_ENV, "").strip():
+        return (f"no MLflow store at {database} ({TRACKING_URI_ENV}={uri}); point {TRACKING_URI_ENV} at the store "
+                "the sweep logged to")
+    return (f"no MLflow store at {database}; is --output-dir ({output_dir}) the one the sweep ran with? (or set "
+            f"{TRACKING_URI_ENV})")
 
 
 def resolve_experiment(explicit: str, default: str) -> str:
