@@ -1,4 +1,5 @@
-"""What every ``python -m pipelines.<name>`` command line shares: its usage line, and each option's default in its help.
+"""What every ``python -m pipelines.<name>`` command line shares: its usage line, each option's default in its help,
+and how a duration reads on its console (progress lines, a sweep's status).
 
 This module imports argparse only: the GPU check's bare box has no pydantic, and ``--help`` should not wait for
 torch, Ray or MLflow.
@@ -12,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import math
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -34,3 +36,15 @@ def _says_nothing(default: object) -> bool:
 def command_parser(module: str, description: str) -> argparse.ArgumentParser:
     """The parser of ``python -m <module>``: usage names the command as it is typed, not ``<module>.py``."""
     return argparse.ArgumentParser(prog=f"python -m {module}", description=description, formatter_class=HelpFormatter)
+
+
+def format_duration(seconds: float) -> str:
+    """``3m10s``, ``1h02m``, ``45s``; ``?`` when unknown."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"

@@ -7,9 +7,9 @@ from toco_ray.metric_names import LOSS_TOTAL, THROUGHPUT, eval_miou
 from toco_ray.tuning.status import (
     SweepStatus,
     TrialStatus,
-    duration_text,
     live_view_lines,
     status_lines,
+    time_left,
     trial_status,
 )
 
@@ -74,17 +74,17 @@ def test_the_table_has_a_row_per_trial_and_a_summary():
         "sweep demo (running, parent run abc123)",
         "trial              state     iteration  M     M^m   Seg  time left",
         "+L_cls^m s0 · p00  finished  6/6        19.6  20.0  –    –",
-        "+PTC s0 · p01      running   3/6        16.5  22.1  –    1 min 15 s",
+        "+PTC s0 · p01      running   3/6        16.5  22.1  –    1m15s",
         "+PTC s1 · p02      pending   –          –     –     –    –",
-        "3 trial(s): 1 finished, 1 running, 1 pending; about 58 s left",  # (75 + 41) / 2
+        "3 trial(s): 1 finished, 1 running, 1 pending; about 58s left",  # (75 + 41) / 2
         "MLflow: http://x",
     ]
     assert status_lines(status(*rows[:1], state="FINISHED"))[-2] == "1 trial(s): 1 finished"
 
 
-@pytest.mark.parametrize("seconds, text", [(None, "–"), (42.4, "42 s"), (200, "3 min 20 s"), (7500, "2 h 05 min")])
-def test_durations_read_as_a_person_writes_them(seconds, text):
-    assert duration_text(seconds) == text
+@pytest.mark.parametrize("seconds, text", [(None, "–"), (42.4, "42s"), (200, "3m20s"), (7500, "2h05m")])
+def test_time_left_reads_as_the_progress_lines_write_it(seconds, text):
+    assert time_left(seconds) == text
 
 
 def test_a_sweep_says_at_its_start_how_to_follow_it():

@@ -11,22 +11,11 @@ import sys
 import time
 from collections.abc import Mapping
 
+from toco_ray.cli import format_duration
 from toco_ray.engine import LOSS_TERMS
 from toco_ray.metric_names import baseline_miou, eval_miou
 
 EMA_DECAY = 0.8  # smoothing of the per-iteration time behind the ETA
-
-
-def format_duration(seconds: float) -> str:
-    """``3m10s``, ``1h02m``, ``45s``; ``?`` when unknown."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
 
 
 def train_line(

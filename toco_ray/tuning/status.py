@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from mlflow import MlflowClient
 
+from toco_ray.cli import format_duration
 from toco_ray.metric_names import KINDS, LOSS_TOTAL, PAPER_COLUMN, THROUGHPUT, eval_miou, trained_kinds
 from toco_ray.tracking import RUN_NAME_TAG, run_ui_hint
 from toco_ray.tuning import runs
@@ -104,10 +105,10 @@ def trial_status(client: MlflowClient, run) -> TrialStatus:
             eta = (max_iters - iteration) * int(params.get(GLOBAL_BATCH_PARAM, 1)) / throughput
     elif info.end_time:
         duration = (info.end_time - info.start_time) / 1000
-    return TrialStatus(info.run_name, trial_state(run, iteration), iteration, max_iters, miou, eta, duration)
+    return TrialStatus(info.run_name, trial_state(run), iteration, max_iters, miou, eta, duration)
 
 
-def trial_state(run, iteration: int) -> str:
+def trial_state(run) -> str:
     """``running``, ``finished``, ``stopped early``, ``failed`` or ``killed`` (a resumed sweep continues it)."""
     if run.info.status == "FINISHED":
         return "stopped early" if runs.identity(run).stopped_early else "finished"
@@ -122,7 +123,7 @@ def status_lines(status: SweepStatus, now: float | None = None) -> list[str]:
               f"{' at ' + time.strftime('%H:%M:%S', time.localtime(now)) if now else ''}")
     columns = ["trial", "state", "iteration", *(PAPER_COLUMN[k] for k in KINDS), "time left"]
     rows = [[t.title, t.state, f"{t.iteration}/{t.max_iters}" if t.max_iters else "–",
-             *(f"{100 * v:.1f}" if v is not None else "–" for v in t.miou), duration_text(t.eta_s)]
+             *(f"{100 * v:.1f}" if v is not None else "–" for v in t.miou), time_left(t.eta_s)]
             for t in status.trials]
     widths = [max(len(str(c)) for c in column) for column in zip(columns, *rows)]
     table = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in [columns, *rows]]
@@ -135,20 +136,13 @@ def summary_line(status: SweepStatus) -> str:
     if status.unsampled:
         parts.append(f"{status.unsampled} to sample")
     eta = status.eta_s
-    left = f"; about {duration_text(eta)} left" if eta is not None and status.state == "RUNNING" else ""
+    left = f"; about {time_left(eta)} left" if eta is not None and status.state == "RUNNING" else ""
     return f"{len(status.trials) + status.unsampled} trial(s): {', '.join(parts) or 'none started'}{left}"
 
 
-def duration_text(seconds: float | None) -> str:
-    """``42 s``, ``3 min 20 s``, ``2 h 05 min``; ``–`` for None."""
-    if seconds is None:
-        return "–"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+def time_left(seconds: float | None) -> str:
+    """``3m10s`` as the progress lines write a duration; ``–`` when there is nothing to estimate."""
+    return "–" if seconds is None else format_duration(seconds)
 
 
 def live_view_lines(sweep_name: str, output_dir: str, dashboard: str, optuna_url: str = "") -> list[str]:
